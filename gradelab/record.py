@@ -1,0 +1,335 @@
+"""The score record: one JSON object per Kafka record value.
+
+Every producer, consumer, aggregate and app in gradelab reads and writes
+scores through this module, so there is exactly one definition of a valid
+score. A record value is a UTF-8 JSON object::
+
+    {"class": "A", "subject": "Math", "score": 14}
+
+``class``, ``subject`` and ``score`` are required. ``student_id``, ``period``
+(for example ``G1``) and ``ts`` (event time, ISO 8601 or seconds since the
+epoch) are optional and filled by gradelab's producers. Unknown fields are
+ignored, so the original course scripts' messages stay valid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gradelab.errors import InvalidRecordError
+
+__all__ = [
+    "GROUP_FIELDS",
+    "MAX_TEXT_LENGTH",
+    "MAX_VALUE_BYTES",
+    "SCORE_MAX",
+    "SCORE_MIN",
+    "Score",
+    "decode_score",
+    "format_timestamp",
+    "parse_timestamp",
+    "record_key",
+]
+
+SCORE_MIN = 0
+SCORE_MAX = 20
+# A score record is well under 200 bytes; anything this large is a mistake,
+# and decoding it would only waste the consumer's time.
+MAX_VALUE_BYTES = 64 * 1024
+MAX_TEXT_LENGTH = 200
+
+TEXT_FIELDS = ("class", "subject", "student_id", "period")
+REQUIRED_FIELDS = ("class", "subject", "score")
+# Fields a consumer can group averages by.
+GROUP_FIELDS = ("class", "subject", "period", "student_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One student's score in one subject.
+
+    Attributes
+    ----------
+    class_ : str
+        The class (school class) of the student; ``class`` in JSON.
+    subject : str
+        The subject, for example ``Math``.
+    score : float
+        A finite number from 0 to 20.
+    student_id, period : str or None
+        Optional identifiers; ``period`` is for example ``G1`` or ``T2``.
+    ts : float or None
+        Event time in seconds since the epoch (UTC), when the record has one.
+    """
+
+    class_: str
+    subject: str
+    score: float
+    student_id: str | None = None
+    period: str | None = None
+    ts: float | None = None
+
+    def __post_init__(self) -> None:
+        # Validate once here so a Score that exists is always valid, whether
+        # it was decoded from Kafka, read from a CSV file or built in a notebook.
+        _check_score(self.score)
+        for name in TEXT_FIELDS:
+            value = getattr(self, "class_" if name == "class" else name)
+            if value is not None or name in REQUIRED_FIELDS:
+                _check_text(name, value)
+        if self.ts is not None:
+            object.__setattr__(self, "ts", parse_timestamp(self.ts))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Score:
+        """Build a score from a decoded JSON object, validating every field.
+
+        Raises
+        ------
+        InvalidRecordError
+            If a required field is missing or any field is invalid.
+        """
+        missing = [name for name in REQUIRED_FIELDS if name not in data]
+        if missing:
+            raise InvalidRecordError(
+                f"The record has no {', '.join(repr(m) for m in missing)} "
+                f"field; a score record needs {', '.join(REQUIRED_FIELDS)}.",
+                "missing-field",
+            )
+        return cls(
+            class_=data["class"],
+            subject=data["subject"],
+            score=data["score"],
+            student_id=data.get("student_id"),
+            period=data.get("period"),
+            ts=data.get("ts"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON object for this score, without absent optional fields."""
+        data: dict[str, Any] = {
+            "class": self.class_,
+            "subject": self.subject,
+            "score": self.score,
+        }
+        if self.student_id is not None:
+            data["student_id"] = self.student_id
+        if self.period is not None:
+            data["period"] = self.period
+        if self.ts is not None:
+            data["ts"] = format_timestamp(self.ts)
+        return data
+
+    def to_json(self) -> bytes:
+        """Serialize this score as a UTF-8 JSON record value."""
+        return orjson.dumps(self.to_dict())
+
+    def key(self) -> bytes:
+        """Return the Kafka record key for this score (see :func:`record_key`)."""
+        return record_key(self.subject)
+
+
+def record_key(subject: str) -> bytes:
+    """Return the record key for a score in ``subject``.
+
+    The key is the subject, UTF-8 encoded. Kafka's default partitioner hashes
+    the key, so every record of one subject lands in the same partition. A
+    consumer group splits a topic by partition, so the member that owns a
+    subject's partition sees all of that subject's scores and its per-subject
+    average is complete and exact, with no merge across members. Records of a
+    subject also stay in the order they were produced.
+    """
+    return subject.encode("utf-8")
+
+
+def decode_score(value: bytes | None) -> Score:
+    """Decode and validate one Kafka record value.
+
+    Parameters
+    ----------
+    value : bytes or None
+        The raw record value, as the consumer received it.
+
+    Raises
+    ------
+    InvalidRecordError
+        With a ``reason`` code: ``empty``, ``too-large``, ``not-utf8``,
+        ``not-json``, ``not-object``, ``duplicate-key``, ``missing-field``,
+        ``wrong-type``, ``empty-field``, ``field-too-long``,
+        ``score-not-finite``, ``score-out-of-range`` or ``invalid-timestamp``.
+    """
+    if not value:
+        raise InvalidRecordError("The record value is empty.", "empty")
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidRecordError(
+            f"The record value is {len(value)} bytes, more than the "
+            f"{MAX_VALUE_BYTES} bytes a score record may have.",
+            "too-large",
+        )
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        data = _decode_slowly(value)
+    if type(data) is not dict:
+        raise InvalidRecordError(
+            f"The record value is a JSON {_json_type(data)}, not an object "
+            'like {"class": "A", "subject": "Math", "score": 14}.',
+            "not-object",
+        )
+    if _may_have_duplicate_keys(value, data):
+        _check_duplicate_keys(value)
+    return Score.from_dict(data)
+
+
+def _decode_slowly(value: bytes) -> Any:
+    """Decode what orjson rejected, to tell the student precisely why.
+
+    orjson rejects invalid UTF-8 and the non-standard tokens ``NaN`` and
+    ``Infinity``. Python's json module accepts those tokens, so a record whose
+    score is ``NaN`` is reported as a non-finite score, not as broken JSON.
+    """
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRecordError(
+            f"The record value is not valid UTF-8 (byte {exc.start}).", "not-utf8"
+        ) from exc
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidRecordError(
+            f"The record value is not valid JSON: {exc}. Send one JSON object "
+            'per record, like {"class": "A", "subject": "Math", "score": 14}.',
+            "not-json",
+        ) from exc
+
+
+def _may_have_duplicate_keys(value: bytes, data: dict[str, Any]) -> bool:
+    """Tell, cheaply and without false negatives, whether keys may repeat.
+
+    Every key of the raw object is followed by one colon, and without
+    backslashes the only other colons are those inside strings. If the raw
+    colons equal the decoded keys plus the colons of the top-level string
+    values, no key token can have been dropped as a duplicate. Otherwise
+    (nested objects, escapes, repeated keys) the exact check runs.
+    """
+    if b"\\" in value:
+        return True
+    string_colons = sum(v.count(":") for v in data.values() if type(v) is str)
+    return value.count(b":") != len(data) + string_colons
+
+
+def _check_duplicate_keys(value: bytes) -> None:
+    def reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidRecordError(
+                    f"The record has the key {key!r} more than once; JSON "
+                    "readers disagree on which value wins, so it is rejected.",
+                    "duplicate-key",
+                )
+            seen.add(key)
+        return dict(pairs)
+
+    json.loads(value.decode("utf-8"), object_pairs_hook=reject_duplicates)
+
+
+def _json_type(data: Any) -> str:
+    if data is None:
+        return "null"
+    if isinstance(data, bool):
+        return "boolean"
+    if isinstance(data, list):
+        return "array"
+    if isinstance(data, str):
+        return "string"
+    return "number"
+
+
+def _check_score(score: Any) -> None:
+    if type(score) is not int and type(score) is not float:
+        raise InvalidRecordError(
+            f"Invalid score {score!r}: expected a number from {SCORE_MIN} to "
+            f"{SCORE_MAX}, got a {_json_type(score)}.",
+            "wrong-type",
+        )
+    if type(score) is float and not math.isfinite(score):
+        raise InvalidRecordError(
+            f"Invalid score {score!r}: a score must be a finite number from "
+            f"{SCORE_MIN} to {SCORE_MAX}.",
+            "score-not-finite",
+        )
+    if not SCORE_MIN <= score <= SCORE_MAX:
+        shown = score if abs(score) < 1e15 else f"{float(score):.3g}"
+        raise InvalidRecordError(
+            f"Invalid score {shown}: a score must be from {SCORE_MIN} to {SCORE_MAX}.",
+            "score-out-of-range",
+        )
+
+
+def _check_text(name: str, value: Any) -> None:
+    if value is None:
+        raise InvalidRecordError(
+            f"The {name} is missing: a score record needs a non-empty {name}.",
+            "missing-field",
+        )
+    if type(value) is not str:
+        raise InvalidRecordError(
+            f"Invalid {name} {value!r}: expected a non-empty string, got a "
+            f"{_json_type(value)}.",
+            "wrong-type",
+        )
+    if not value.strip():
+        raise InvalidRecordError(
+            f"Invalid {name} {value!r}: it must not be empty.", "empty-field"
+        )
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidRecordError(
+            f"Invalid {name}: {len(value)} characters, more than the "
+            f"{MAX_TEXT_LENGTH} allowed.",
+            "field-too-long",
+        )
+
+
+def parse_timestamp(ts: Any) -> float:
+    """Convert an event time to seconds since the epoch (UTC).
+
+    Accepts a number of seconds since the epoch, an ISO 8601 string (a string
+    without a UTC offset is taken as UTC) or a :class:`datetime.datetime`.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``ts`` is of another type, not finite or not a valid date.
+    """
+    if isinstance(ts, datetime):
+        moment = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if type(ts) is float or type(ts) is int:
+        if math.isfinite(ts) and 0 <= ts < 32503680000:  # before year 3000
+            return float(ts)
+    elif type(ts) is str:
+        try:
+            moment = datetime.fromisoformat(ts)
+        except ValueError:
+            pass
+        else:
+            return parse_timestamp(moment)
+    raise InvalidRecordError(
+        f"Invalid ts {ts!r}: expected an ISO 8601 date and time such as "
+        "'2026-01-15T09:30:00Z' or seconds since the epoch.",
+        "invalid-timestamp",
+    )
+
+
+def format_timestamp(ts: float) -> str:
+    """Format seconds since the epoch as ISO 8601 UTC with milliseconds."""
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
