@@ -9,7 +9,9 @@ a ``repr``, a log line or an error message.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
 DEFAULT_TOPIC = "student-scores"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# The characters and length that Kafka accepts in a topic name.
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 # Setting name -> environment variable that overrides its default.
 ENVIRONMENT_VARIABLES = {
@@ -78,6 +82,12 @@ class Settings:
                 )
         if not self.topic or not self.topic.strip():
             raise ConfigError("The topic name is empty. Pass a topic name.")
+        if not TOPIC_NAME.fullmatch(self.topic) or self.topic in (".", ".."):
+            raise ConfigError(
+                f"Invalid topic name {self.topic!r}: Kafka topic names are 1 to "
+                "249 characters from ASCII letters, digits, '.', '_' and '-', "
+                "for example student-scores."
+            )
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise ConfigError(
                 f"Invalid security protocol {self.security_protocol!r}: expected "
@@ -96,7 +106,13 @@ class Settings:
                     "set GRADELAB_SASL_USERNAME and GRADELAB_SASL_PASSWORD, or "
                     f"name a credentials file in {CREDENTIALS_FILE_VARIABLE}."
                 )
-        if self.connect_timeout <= 0:
+        timeout = self.connect_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise ConfigError(
                 f"Invalid connect timeout {self.connect_timeout!r}: expected a "
                 "positive number of seconds."
@@ -149,7 +165,9 @@ class Settings:
     def kafka_options(self) -> dict[str, Any]:
         """Return the keyword arguments that every kafka-python client takes."""
         options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "bootstrap_servers": [
+                server.strip() for server in self.bootstrap_servers.split(",")
+            ],
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
             "request_timeout_ms": max(int(self.connect_timeout * 1000), 5000),
@@ -193,5 +211,13 @@ def _read_credentials_file(environ: Mapping[str, str]) -> dict[str, str]:
                 f"Line {number} of the credentials file {path!r} is not a "
                 f"NAME=value line with a known name ({', '.join(by_variable)})."
             )
-        values[by_variable[variable]] = value.strip().strip("'\"")
+        values[by_variable[variable]] = _unquote(value.strip())
     return values
+
+
+def _unquote(value: str) -> str:
+    # Remove one pair of matching quotes only, so a password that starts or
+    # ends with a quote character is kept as written.
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value

@@ -9,21 +9,25 @@ Two layouts are supported:
 
 Rows are read one at a time, so a gradebook of any size streams in constant
 memory. A row that fails validation is yielded as an
-:class:`~gradelab.errors.InvalidRecordError` that names its line and column,
-and the rows after it are still read.
+:class:`GradebookRowError` that names its line (and the score column when
+the score is at fault), and the rows after it are still read.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from gradelab.errors import GradebookError, InvalidRecordError
 from gradelab.record import Score
 
 __all__ = ["GradebookRowError", "parse_score_text", "read_gradebook"]
+
+DECIMAL_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 class GradebookRowError(InvalidRecordError):
@@ -53,12 +57,10 @@ def parse_score_text(text: str) -> int | float:
         raise InvalidRecordError("the score is empty", "missing-field")
     if cleaned.count(",") == 1 and "." not in cleaned:
         cleaned = cleaned.replace(",", ".")  # decimal comma, as in French files
-    try:
-        number = float(cleaned)
-    except ValueError:
-        raise InvalidRecordError(
-            f"the score {text!r} is not a number", "wrong-type"
-        ) from None
+    # float() alone would also take "nan", "1_4" and non-ASCII digits.
+    if not DECIMAL_NUMBER.fullmatch(cleaned):
+        raise InvalidRecordError(f"the score {text!r} is not a number", "wrong-type")
+    number = float(cleaned)
     if math.isfinite(number) and number.is_integer():
         return int(number)
     return number
@@ -74,7 +76,10 @@ def read_gradebook(
     score_cols: Sequence[str] | None = None,
     encoding: str = "utf-8-sig",
 ) -> Iterator[Score | GradebookRowError]:
-    """Yield one score, or one row error, per score in a gradebook file.
+    """Read a gradebook file as an iterator of scores and row errors.
+
+    The iterator yields one :class:`Score`, or one :class:`GradebookRowError`,
+    per score cell, and reads the file one row at a time.
 
     Parameters
     ----------
@@ -94,8 +99,9 @@ def read_gradebook(
     Raises
     ------
     GradebookError
-        If the file cannot be read or lacks a column it needs; nothing is
-        yielded in that case.
+        When called, if an option is invalid, or the file cannot be opened or
+        lacks a column it needs. While iterating, if a later line cannot be
+        decoded or parsed, after the scores before it were yielded.
     """
     path = Path(path)
     if subject is not None and subject_col is not None:
@@ -106,31 +112,70 @@ def read_gradebook(
         raise GradebookError("The subject name is empty; pass a name such as Math.")
     if len(sep) != 1:
         raise GradebookError(f"Invalid separator {sep!r}: expected one character.")
+    # Check the file and its header now, not at the first next(), so a
+    # caller learns of a missing file or column before it connects to Kafka.
+    with _open_gradebook(path, encoding) as handle:
+        header = _read_header(path, csv.reader(handle, delimiter=sep), encoding)
+    columns = _map_columns(
+        path, header, sep, subject, subject_col, class_col, student_col, score_cols
+    )
+    return _read_rows(path, sep, encoding, header, columns, subject)
+
+
+def _open_gradebook(path: Path, encoding: str) -> TextIO:
     try:
-        handle = path.open(newline="", encoding=encoding)
+        return path.open(newline="", encoding=encoding)
     except OSError as exc:
         raise GradebookError(
             f"Cannot open the gradebook {str(path)!r}: {exc.strerror}."
         ) from exc
-    with handle:
-        reader = csv.reader(handle, delimiter=sep)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise GradebookError(f"The gradebook {str(path)!r} is empty.") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise GradebookError(f"Cannot read {str(path)!r}: {exc}.") from exc
-        columns = _map_columns(
-            path, header, sep, subject, subject_col, class_col, student_col, score_cols
+
+
+def _read_header(path: Path, reader: Any, encoding: str) -> list[str]:
+    try:
+        return next(reader)
+    except StopIteration:
+        raise GradebookError(f"The gradebook {str(path)!r} is empty.") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise GradebookError(_read_failure(path, 1, exc, encoding)) from exc
+
+
+def _read_failure(path: Path, line: int, exc: Exception, encoding: str) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        # The text layer decodes blocks of several lines at once, so the
+        # message names no line, because the bad byte may be further down.
+        name = "UTF-8" if encoding.replace("-", "_").startswith("utf_8") else encoding
+        return (
+            f"Cannot read {str(path)!r}: the file is not valid {name} ({exc}). "
+            "Save it as UTF-8, or pass the encoding it uses (for example "
+            "encoding='latin-1')."
         )
+    return f"Cannot read {str(path)!r} at line {line}: {exc}."
+
+
+def _read_rows(
+    path: Path,
+    sep: str,
+    encoding: str,
+    header: list[str],
+    columns: dict[str, object],
+    subject: str | None,
+) -> Iterator[Score | GradebookRowError]:
+    with _open_gradebook(path, encoding) as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        _read_header(path, reader, encoding)
+        # A quoted cell may span several lines, so each row is reported at
+        # its first line, the one after the last line of the previous row.
+        first_line = reader.line_num + 1
         try:
             for row in reader:
+                line, first_line = first_line, reader.line_num + 1
                 if not any(cell.strip() for cell in row):
                     continue  # blank lines are not rows
-                yield from _row_scores(reader.line_num, row, header, columns, subject)
+                yield from _row_scores(line, row, header, columns, subject)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise GradebookError(
-                f"Cannot read {str(path)!r} after line {reader.line_num}: {exc}."
+                _read_failure(path, first_line, exc, encoding)
             ) from exc
 
 
@@ -205,12 +250,17 @@ def _row_scores(
         return row[index].strip() or None  # type: ignore[index]
 
     for column, index in columns["scores"]:  # type: ignore[union-attr]
-        label = f"column {column}" if column else "column score"
+        label = f"column {column or 'score'}"
+        try:
+            value = parse_score_text(row[index])
+        except InvalidRecordError as exc:
+            yield GradebookRowError(line, f"{label}: {exc}", exc.reason)
+            continue
         try:
             score = Score(
                 class_=cell("class"),  # type: ignore[arg-type]
                 subject=subject if subject is not None else cell("subject"),  # type: ignore[arg-type]
-                score=parse_score_text(row[index]),
+                score=value,
                 student_id=cell("student_id"),
                 period=column if column else cell("period"),
                 ts=cell("ts"),
@@ -218,6 +268,10 @@ def _row_scores(
         except InvalidRecordError as exc:
             message = str(exc)
             message = message[0].lower() + message[1:]
-            yield GradebookRowError(line, f"{label}: {message}", exc.reason)
+            # Only a score error names the score column; a missing class,
+            # for example, is an error of the whole row.
+            if exc.reason.startswith("score-"):
+                message = f"{label}: {message}"
+            yield GradebookRowError(line, message, exc.reason)
         else:
             yield score

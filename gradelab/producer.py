@@ -15,7 +15,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from gradelab.config import Settings
 from gradelab.connection import connect
@@ -45,8 +45,8 @@ def make_producer(settings: Settings, **options: Any) -> KafkaProducer:
     settings : Settings
         Where the cluster is and how to authenticate.
     **options
-        Extra ``KafkaProducer`` options; they override the defaults below,
-        except that gradelab never weakens ``acks`` or idempotence silently.
+        Extra ``KafkaProducer`` options; they override the defaults below.
+        Options that weaken ``acks`` or idempotence are logged at WARNING.
 
     Raises
     ------
@@ -64,6 +64,13 @@ def make_producer(settings: Settings, **options: Any) -> KafkaProducer:
         **settings.kafka_options(),
         **options,
     }
+    if config["acks"] not in ("all", -1) or not config["enable_idempotence"]:
+        logger.warning(
+            "This producer has acks=%r and enable_idempotence=%r: a record may be "
+            "lost or written twice if a broker fails.",
+            config["acks"],
+            config["enable_idempotence"],
+        )
     return connect(KafkaProducer, settings, **config)
 
 
@@ -166,8 +173,26 @@ class ScoreProducer:
         self.close()
 
     def send(self, score: Score) -> None:
-        """Send one score without waiting; the acknowledgement is counted later."""
-        future = self._producer.send(self.topic, key=score.key(), value=score.to_json())
+        """Send one score without waiting; the acknowledgement is counted later.
+
+        Raises
+        ------
+        GradelabError
+            If the producer cannot take the record within
+            ``settings.connect_timeout`` seconds, because the topic's
+            metadata is unavailable or its buffer stays full.
+        """
+        try:
+            future = self._producer.send(
+                self.topic, key=score.key(), value=score.to_json()
+            )
+        except KafkaTimeoutError as exc:
+            raise GradelabError(
+                f"Sending a record to {self.topic} timed out after "
+                f"{self.settings.connect_timeout:g} s ({exc}). Check that the "
+                f"broker at {self.settings.bootstrap_servers} is running and "
+                "that the topic exists."
+            ) from exc
         future.add_callback(self._on_acknowledged)
         future.add_errback(self._on_failed)
 

@@ -48,7 +48,7 @@ def simulate_scores(
     interval: float = 1.0,
     clock: Callable[[], float] = time.time,
 ) -> Iterator[Score]:
-    """Yield simulated scores, forever or ``count`` of them.
+    """Return an iterator of simulated scores, endless or ``count`` long.
 
     The school grades in rounds: in each round every student gets one score
     in every subject, in a shuffled order, and the round's period is ``T1``,
@@ -72,11 +72,20 @@ def simulate_scores(
         without it, each score's event time is the ``clock`` reading.
     interval : float
         Seconds between two event times when ``start_time`` is given.
+
+    Raises
+    ------
+    ConfigError
+        When called, not at the first score, if an option is invalid.
     """
     if count is not None and count < 0:
         raise ConfigError(f"Invalid count {count}: expected 0 or more scores.")
     if students < 1:
         raise ConfigError(f"Invalid students {students}: expected at least 1.")
+    if isinstance(classes, int) and classes < 1:
+        raise ConfigError(
+            f"Invalid classes {classes}: expected at least 1, or a list of names."
+        )
     class_list = class_names(classes) if isinstance(classes, int) else list(classes)
     if isinstance(subjects, int):
         if not 1 <= subjects <= len(DEFAULT_SUBJECTS):
@@ -89,7 +98,31 @@ def simulate_scores(
         subject_list = list(subjects)
     if not class_list or not subject_list:
         raise ConfigError("The simulator needs at least one class and one subject.")
+    for kind, names in (("class", class_list), ("subject", subject_list)):
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(
+                    f"Invalid {kind} name {name!r}: expected a non-empty string."
+                )
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Invalid {kind} names {names!r}: a name is repeated.")
+    # The checks above run when simulate_scores is called. The generator
+    # below starts only at the first next(), when a caller pulls a score.
+    return _generate(
+        count, seed, class_list, subject_list, students, start_time, interval, clock
+    )
 
+
+def _generate(
+    count: int | None,
+    seed: int,
+    class_list: list[str],
+    subject_list: list[str],
+    students: int,
+    start_time: float | None,
+    interval: float,
+    clock: Callable[[], float],
+) -> Iterator[Score]:
     rng = random.Random(seed)
     levels = {name: rng.gauss(0, 1.0) for name in class_list}
     difficulties = {name: rng.gauss(0, 1.5) for name in subject_list}

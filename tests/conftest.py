@@ -52,9 +52,7 @@ def settings(kafka: str, request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture
-def topic_factory(
-    kafka: str, request: pytest.FixtureRequest
-) -> Callable[..., str]:
+def topic_factory(kafka: str, request: pytest.FixtureRequest) -> Callable[..., str]:
     """Create fresh topics on the session broker: ``topic_factory(partitions=3)``."""
 
     def create(partitions: int = 3, **config: str) -> str:
