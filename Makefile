@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 GRADELAB := $(BIN)/gradelab
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint broker stop-broker clean
+.PHONY: venv demo test lint broker stop-broker clean kernel lab student
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,37 @@ $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
+# The notebooks name the kernel "gradelab", so papermill and JupyterLab always
+# run them with this virtualenv's Python and the project installed.
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/gradelab/kernel.json
+
+$(KERNEL_SPEC): $(VENV)/.installed
+	$(BIN)/python -m ipykernel install --sys-prefix --name gradelab \
+	  --display-name "Python (gradelab)"
+
+kernel: $(KERNEL_SPEC)
+
+# JupyterLab on the course, with the local broker running. Jupyter does not
+# run as root without --allow-root, which containers and course VMs need.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab: venv kernel
+	$(GRADELAB) broker start
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+# The student version of the course: otter-grader's assign removes the
+# solutions and keeps the check cells; the result is in build/student/.
+# One Python process runs assign for every notebook, because importing otter
+# takes several seconds.
+student: venv
+	rm -rf build/student build/otter
+	$(BIN)/python -c 'import pathlib, otter.assign; \
+	  [otter.assign.main(str(p), f"build/otter/{p.stem}") \
+	   for p in sorted(pathlib.Path("notebooks").glob("[0-9]*.ipynb"))]'
+	mkdir -p build/student
+	cp build/otter/*/student/*.ipynb build/student/
+	cp -r notebooks/data build/student/
+
 broker: venv
 	$(GRADELAB) broker start
 
@@ -33,6 +64,17 @@ stop-broker: venv
 demo: broker
 	$(GRADELAB) produce --simulate 3000 --seed 7
 	$(GRADELAB) averages --by subject --from-beginning --idle-timeout 3
+
+# Benchmark gradelab against bare kafka-python and Kafka's Java tools on the
+# local broker (a few minutes): prints the table, writes
+# benchmarks/results.json and benchmarks/ratios.png. Pass BENCH_ARGS=--quick
+# for a shorter run.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: venv kernel
+	$(GRADELAB) broker start
+	$(BIN)/python benchmarks/run.py --notebooks --chart benchmarks/ratios.png \
+	  $(BENCH_ARGS)
 
 # Xvfb runs the dashboard's real Tk window in the tests; xauth is needed by
 # xvfb-run. Installed once through apt when missing.
@@ -46,7 +88,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: venv test-tools lint
+test: venv kernel test-tools lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
