@@ -9,8 +9,9 @@ several partitions, each keep their own and combine them at the end.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import pandas as pd
@@ -69,7 +70,12 @@ def parse_group_fields(by: str | Sequence[str]) -> tuple[str, ...]:
         If a field is not one of ``class``, ``subject``, ``period`` or
         ``student_id``, or a field is repeated.
     """
-    fields = by.split(",") if isinstance(by, str) else list(by)
+    if isinstance(by, str):
+        fields = by.split(",")
+    elif isinstance(by, Sequence) and all(isinstance(field, str) for field in by):
+        fields = list(by)
+    else:
+        fields = []  # not text: rejected below with the usage message
     fields = [field.strip() for field in fields if field.strip()]
     unknown = [field for field in fields if field not in GROUP_FIELDS]
     if not fields or unknown:
@@ -105,6 +111,7 @@ class Averages:
         self.by = parse_group_fields(by)
         self.groups: dict[tuple[str | None, ...], RunningStats] = {}
         self._attributes = tuple("class_" if f == "class" else f for f in self.by)
+        self._group_of = _group_getter(self._attributes)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -119,20 +126,37 @@ class Averages:
 
     def group_key(self, score: Score) -> tuple[str | None, ...]:
         """Return the group that ``score`` belongs to."""
-        return tuple(getattr(score, name) for name in self._attributes)
+        return self._group_of(score)
 
     def add(self, score: Score) -> None:
         """Add one score to its group."""
-        key = tuple(getattr(score, name) for name in self._attributes)
+        key = self._group_of(score)
         stats = self.groups.get(key)
         if stats is None:
             stats = self.groups[key] = RunningStats()
         stats.add(score.score)
 
     def add_all(self, scores: Iterable[Score]) -> None:
-        """Add every score of ``scores``."""
+        """Add every score of ``scores``, for example one batch from a consumer.
+
+        The result is the same as calling :meth:`add` for each score. A
+        consumer adds every record it receives, so the loop keeps the
+        :meth:`RunningStats.add` update inline to save a method call per score.
+        """
+        groups = self.groups
+        group_of = self._group_of
         for score in scores:
-            self.add(score)
+            key = group_of(score)
+            stats = groups.get(key)
+            if stats is None:
+                stats = groups[key] = RunningStats()
+            value = score.score
+            stats.count += 1
+            stats.total += value
+            if value < stats.min:
+                stats.min = value
+            if value > stats.max:
+                stats.max = value
 
     def merge(self, other: Averages) -> None:
         """Add every score that ``other`` has seen; both must group alike."""
@@ -180,6 +204,16 @@ class Averages:
         for key, count, total, low, high in state["groups"]:
             averages.groups[tuple(key)] = RunningStats(count, total, low, high)
         return averages
+
+
+def _group_getter(
+    attributes: tuple[str, ...],
+) -> Callable[[Score], tuple[str | None, ...]]:
+    """Return a function that maps a score to its group key, always a tuple."""
+    get = attrgetter(*attributes)
+    if len(attributes) > 1:
+        return get  # attrgetter of several names already returns a tuple
+    return lambda score: (get(score),)
 
 
 def _sort_key(key: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:
