@@ -293,7 +293,15 @@ def _check_duplicate_keys(value: bytes) -> None:
             seen.add(key)
         return dict(pairs)
 
-    json.loads(value.decode("utf-8"), object_pairs_hook=reject_duplicates)
+    try:
+        json.loads(value.decode("utf-8"), object_pairs_hook=reject_duplicates)
+    except RecursionError:
+        # orjson accepts deeper nesting than Python's json module can parse.
+        raise InvalidRecordError(
+            "The record value nests objects or arrays too deeply to check; a "
+            "score record is one flat JSON object.",
+            "not-json",
+        ) from None
 
 
 def _json_type(data: Any) -> str:
@@ -325,15 +333,18 @@ def _fields_valid(
         and type(class_) is str
         and 0 < len(class_) <= MAX_TEXT_LENGTH
         and not class_.isspace()
+        and (class_.isascii() or _is_utf8(class_))
         and type(subject) is str
         and 0 < len(subject) <= MAX_TEXT_LENGTH
         and not subject.isspace()
+        and (subject.isascii() or _is_utf8(subject))
         and (
             student_id is None
             or (
                 type(student_id) is str
                 and 0 < len(student_id) <= MAX_TEXT_LENGTH
                 and not student_id.isspace()
+                and (student_id.isascii() or _is_utf8(student_id))
             )
         )
         and (
@@ -342,6 +353,7 @@ def _fields_valid(
                 type(period) is str
                 and 0 < len(period) <= MAX_TEXT_LENGTH
                 and not period.isspace()
+                and (period.isascii() or _is_utf8(period))
             )
         )
     )
@@ -377,6 +389,15 @@ def _check_score(score: Any) -> None:
         )
 
 
+def _is_utf8(text: str) -> bool:
+    """Tell whether ``text`` encodes as UTF-8; a lone surrogate does not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_text(name: str, value: Any) -> None:
     if value is None:
         raise InvalidRecordError(
@@ -398,6 +419,12 @@ def _check_text(name: str, value: Any) -> None:
             f"Invalid {name}: {len(value)} characters, more than the "
             f"{MAX_TEXT_LENGTH} allowed.",
             "field-too-long",
+        )
+    if not _is_utf8(value):
+        raise InvalidRecordError(
+            f"Invalid {name} {value!r}: it contains a lone surrogate, which is "
+            "not valid UTF-8.",
+            "not-utf8",
         )
 
 

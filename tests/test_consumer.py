@@ -229,11 +229,6 @@ def test_invalid_records_logged_with_offset(
     assert summary.averages.rows()[0]["count"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode_score raises RecursionError, not InvalidRecordError, for an "
-    "object nested about 1000 deep, and ScoreConsumer.decode lets it escape",
-)
 def test_deeply_nested_record_does_not_stop(settings: Settings, kafka: str) -> None:
     ensure_topic(settings, partitions=1)
     nested = (
