@@ -39,7 +39,9 @@ def kafka() -> Iterator[str]:
     if "GRADELAB_TEST_BOOTSTRAP_SERVERS" in os.environ:
         yield BOOTSTRAP_SERVERS  # an external cluster, managed by its owner
         return
-    info = broker.start()
+    # GRADELAB_TEST_PORT lets a second checkout test beside a running broker.
+    port = int(os.environ.get("GRADELAB_TEST_PORT", broker.DEFAULT_PORT))
+    info = broker.start(port=port)
     yield info.bootstrap_servers
     if not info.already_running:
         broker.stop()
