@@ -1,4 +1,4 @@
-"""The ``gradelab`` command line: broker, produce, consume and averages.
+"""The ``gradelab`` command line: broker, produce, consume, averages and dlq.
 
 The library logs and raises; this module is the only place that prints, and
 it turns every :class:`~gradelab.errors.GradelabError` into a one-line
@@ -19,8 +19,16 @@ from tqdm import tqdm
 
 from gradelab import broker
 from gradelab.averages import STAT_COLUMNS, Averages, parse_group_fields
+from gradelab.checkpoint import stream_checkpointed_averages
 from gradelab.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC, Settings
 from gradelab.consumer import ScoreConsumer, stream_averages
+from gradelab.dlq import (
+    DeadLetterPublisher,
+    dlq_topic_for,
+    export_dead_letters,
+    read_dead_letters,
+    replay_dead_letters,
+)
 from gradelab.errors import GradelabError
 from gradelab.gradebook import read_gradebook
 from gradelab.producer import produce_scores
@@ -63,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_produce_parser(commands, connection)
     _add_consume_parser(commands, connection)
     _add_averages_parser(commands, connection)
+    _add_dlq_parser(commands, connection)
     return parser
 
 
@@ -180,16 +189,68 @@ def _add_averages_parser(
         default="table",
         help="output format (default table)",
     )
+    dead_letters = parser.add_argument_group("dead letters")
+    dead_letters.add_argument(
+        "--dlq-topic",
+        metavar="TOPIC",
+        help="topic that receives invalid records (default: <topic>.dlq)",
+    )
+    dead_letters.add_argument(
+        "--no-dlq",
+        action="store_true",
+        help="only log invalid records instead of sending them to the DLQ topic",
+    )
     parser.set_defaults(handler=run_averages)
+
+
+def _add_dlq_parser(
+    commands: argparse._SubParsersAction, connection: argparse.ArgumentParser
+) -> None:
+    parser = commands.add_parser(
+        "dlq",
+        parents=[connection],
+        help="list, export or replay the records the averages rejected",
+        description="List the dead-letter records of a topic with their reasons. "
+        "To fix them: --export FILE, edit each value in FILE, then --replay FILE.",
+    )
+    parser.add_argument(
+        "--dlq-topic",
+        metavar="TOPIC",
+        help="dead-letter topic to read (default: <topic>.dlq)",
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--export",
+        metavar="FILE",
+        help="write the dead letters not yet replayed as JSON lines to FILE",
+    )
+    action.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="validate the edited values in FILE and send the valid ones back "
+        "to their original topic",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="listing format (default table)",
+    )
+    parser.set_defaults(handler=run_dlq)
 
 
 def _add_reading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from-beginning",
         action="store_true",
-        help="start from the earliest record when the group has no offset",
+        help="start from the earliest record when the group has no offset "
+        "(for averages --group: when a partition has no saved snapshot)",
     )
-    parser.add_argument("--group", help="consumer group id (default: no group)")
+    parser.add_argument(
+        "--group",
+        help="consumer group id (default: no group); with averages, the "
+        "averages are saved with their offsets and survive restarts",
+    )
     parser.add_argument(
         "--idle-timeout",
         type=float,
@@ -348,27 +409,95 @@ def run_averages(args: argparse.Namespace) -> int:
     if not args.follow and args.idle_timeout is None:
         args.idle_timeout = 5.0
     live = _LiveTable(args.format) if args.follow else None
+    idle_timeout = None if args.follow else args.idle_timeout
+    dead_letters = None
+    if not args.no_dlq:
+        dead_letters = DeadLetterPublisher(settings, args.dlq_topic)
     try:
-        summary = stream_averages(
-            settings,
-            by=by,
-            idle_timeout=None if args.follow else args.idle_timeout,
-            from_beginning=args.from_beginning,
-            group_id=args.group,
-            on_batch=live.update if live else None,
-        )
+        if args.group:
+            summary = stream_checkpointed_averages(
+                settings,
+                args.group,
+                by=by,
+                idle_timeout=idle_timeout,
+                from_beginning=args.from_beginning,
+                dead_letters=dead_letters,
+                on_batch=live.update if live else None,
+            )
+        else:
+            summary = stream_averages(
+                settings,
+                by=by,
+                idle_timeout=idle_timeout,
+                from_beginning=args.from_beginning,
+                on_batch=live.update if live else None,
+                on_invalid=dead_letters,
+            )
     except KeyboardInterrupt:
         if live is None or live.averages is None:
             return 130
         print(format_averages(live.averages, args.format))
         return 0
+    finally:
+        if dead_letters is not None:
+            dead_letters.close()
     print(format_averages(summary.averages, args.format))
     invalid = sum(summary.invalid.values())
+    destination = "logged" if dead_letters is None else f"sent to {dead_letters.topic}"
     print(
-        f"{summary.received} record(s) read, {invalid} invalid skipped.",
+        f"{summary.received} record(s) read, {invalid} invalid {destination}.",
         file=sys.stderr,
     )
     return 0
+
+
+def run_dlq(args: argparse.Namespace) -> int:
+    """List, export or replay the dead-letter records of a topic."""
+    settings = _settings(args)
+    dlq_topic = args.dlq_topic or dlq_topic_for(settings.topic)
+    if args.replay:
+        report = replay_dead_letters(settings, args.replay, dlq_topic)
+        for problem in report.invalid:
+            print(f"still invalid, not sent: {problem}", file=sys.stderr)
+        print(
+            f"Sent {report.sent} corrected record(s) back; {len(report.invalid)} "
+            f"still invalid; {report.already_replayed} replayed before."
+        )
+        return 1 if report.invalid else 0
+    letters = read_dead_letters(settings, dlq_topic)
+    if args.export:
+        pending = [letter for letter in letters if not letter.replayed]
+        count = export_dead_letters(pending, args.export)
+        print(
+            f"Wrote {count} dead letter(s) to {args.export}. Fix each value, "
+            f"then run: gradelab dlq --topic {settings.topic} --replay {args.export}"
+        )
+        return 0
+    if args.format == "json":
+        print(json.dumps([_dead_letter_row(letter) for letter in letters], indent=2))
+        return 0
+    for letter in letters:
+        row = _dead_letter_row(letter)
+        status = "  (replayed)" if letter.replayed else ""
+        print(f"{letter.origin}  {letter.reason}{status}  {row['value']}")
+    print(f"{len(letters)} dead letter(s) in {dlq_topic}.", file=sys.stderr)
+    return 0
+
+
+def _dead_letter_row(letter: Any) -> dict[str, Any]:
+    value = letter.value or b""
+    preview = value[:80].decode("utf-8", "backslashreplace")
+    if len(value) > 80:
+        preview += f"... ({len(value)} bytes)"
+    return {
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "reason": letter.reason,
+        "error": letter.error,
+        "value": preview,
+        "replayed": letter.replayed,
+    }
 
 
 class _LiveTable:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 
 from gradelab.averages import Averages
@@ -61,6 +61,7 @@ def make_consumer(
     group_id: str | None = None,
     from_beginning: bool = False,
     topics: list[str] | None = None,
+    listener: ConsumerRebalanceListener | None = None,
     **options: Any,
 ) -> KafkaConsumer:
     """Create a kafka-python consumer subscribed to ``settings.topic``.
@@ -77,6 +78,8 @@ def make_consumer(
         (True) or only new records (False).
     topics : list of str, optional
         Topics to subscribe to; default ``[settings.topic]``.
+    listener : ConsumerRebalanceListener, optional
+        Called during ``poll()`` when the group assigns or revokes partitions.
     **options
         Extra ``KafkaConsumer`` options.
     """
@@ -85,13 +88,13 @@ def make_consumer(
         "auto_offset_reset": "earliest" if from_beginning else "latest",
         "enable_auto_commit": group_id is not None,
         "max_poll_records": MAX_POLL_RECORDS,
-        "fetch_max_bytes": 16 * 1024 * 1024,
-        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_bytes": 4 * 1024 * 1024,
+        "max_partition_fetch_bytes": 1024 * 1024,
         **settings.kafka_options(),
         **options,
     }
     consumer = connect(KafkaConsumer, settings, **config)
-    consumer.subscribe(topics or [settings.topic])
+    consumer.subscribe(topics or [settings.topic], listener=listener)
     return consumer
 
 
@@ -309,16 +312,21 @@ def stream_averages(
     max_records: int | None = None,
     on_batch: Callable[[Averages], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    on_invalid: InvalidRecordHandler | None = None,
 ) -> StreamSummary:
     """Consume scores into an :class:`Averages` until idle or stopped.
 
     ``on_batch`` is called with the averages after each batch, for live views.
+    ``on_invalid`` receives each invalid record, as in :class:`ScoreConsumer`.
     """
     settings = _settings_for(settings, topic)
     averages = Averages(by=by)
     add = averages.add
     with ScoreConsumer(
-        settings, group_id=group_id, from_beginning=from_beginning
+        settings,
+        group_id=group_id,
+        from_beginning=from_beginning,
+        on_invalid=on_invalid,
     ) as consumer:
         for batch in consumer.iter_batches(
             idle_timeout=idle_timeout, max_records=max_records, stop=stop
