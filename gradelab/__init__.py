@@ -8,6 +8,7 @@ dashboard. Each module holds one concept: :mod:`~gradelab.config`,
 """
 
 from gradelab.averages import Averages, RunningStats, average_scores
+from gradelab.checkpoint import CheckpointedAverages
 from gradelab.config import Settings
 from gradelab.consumer import (
     ScoreConsumer,
@@ -16,6 +17,7 @@ from gradelab.consumer import (
     read_scores,
     stream_averages,
 )
+from gradelab.dlq import DeadLetterPublisher, read_dead_letters
 from gradelab.errors import (
     AuthenticationFailedError,
     BrokerUnavailableError,
@@ -34,7 +36,9 @@ __all__ = [
     "Averages",
     "AuthenticationFailedError",
     "BrokerUnavailableError",
+    "CheckpointedAverages",
     "ConfigError",
+    "DeadLetterPublisher",
     "GradebookError",
     "GradelabError",
     "InvalidRecordError",
@@ -51,6 +55,7 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "produce_scores",
+    "read_dead_letters",
     "read_gradebook",
     "read_scores",
     "record_key",

@@ -216,9 +216,7 @@ def test_connect_unreachable_broker_bounded(kafka: str) -> None:
 
 
 def test_connect_unknown_host(kafka: str) -> None:
-    settings = Settings(
-        bootstrap_servers="127.0.0.1:1", connect_timeout=1
-    )
+    settings = Settings(bootstrap_servers="127.0.0.1:1", connect_timeout=1)
 
     with pytest.raises(BrokerUnavailableError) as caught:
         connect(KafkaAdminClient, settings, **settings.kafka_options())
