@@ -29,7 +29,7 @@ from gradelab.dlq import (
     read_dead_letters,
     replay_dead_letters,
 )
-from gradelab.errors import GradelabError
+from gradelab.errors import ConfigError, GradelabError
 from gradelab.gradebook import read_gradebook
 from gradelab.producer import produce_scores
 from gradelab.record import format_timestamp
@@ -39,8 +39,9 @@ __all__ = ["build_parser", "format_averages", "main"]
 
 logger = logging.getLogger("gradelab")
 
-# --simulate without a number: stream until interrupted.
-FOREVER = -1
+# --simulate without a number: stream until interrupted. argparse does not
+# pass a const through type=int, so no typed number can equal this string.
+FOREVER = "forever"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +260,19 @@ def _add_reading_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_positive(option: str, value: float | None, allow_zero: bool = False) -> None:
+    """Reject a negative (or zero) option value before anything connects."""
+    if value is None or value > 0 or (allow_zero and value == 0):
+        return
+    expected = "0 or more" if allow_zero else "a positive number"
+    raise ConfigError(f"Invalid {option} {value:g}: expected {expected}.")
+
+
+def _check_reading_bounds(args: argparse.Namespace) -> None:
+    _check_positive("--idle-timeout", args.idle_timeout)
+    _check_positive("--max-records", getattr(args, "max_records", None))
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(bootstrap_servers=args.bootstrap_servers, topic=args.topic)
 
@@ -293,8 +307,11 @@ def run_broker(args: argparse.Namespace) -> int:
         print("The local broker is not running. Start it with: gradelab broker start")
         return 3
     state = "answering" if status.answering else "NOT answering"
+    nodes = f"{status.nodes} node(s)"
+    if len(status.pids) < status.nodes:
+        nodes = f"{len(status.pids)} of {status.nodes} nodes running"
     print(
-        f"The local broker is running ({status.nodes} node(s), process "
+        f"The local broker is running ({nodes}, process "
         f"{', '.join(map(str, status.pids))}) and {state} at "
         f"{status.bootstrap_servers}."
     )
@@ -319,6 +336,7 @@ def run_produce(args: argparse.Namespace) -> int:
         scores = _report_row_errors(scores)
     else:
         count = None if args.simulate == FOREVER else args.simulate
+        _check_positive("--simulate", count, allow_zero=True)
         total = count
         scores = simulate_scores(
             count,
@@ -361,6 +379,7 @@ def _report_row_errors(items):
 
 def run_consume(args: argparse.Namespace) -> int:
     """Print one line per score record, like the original course consumer."""
+    _check_reading_bounds(args)
     settings = _settings(args)
     with ScoreConsumer(
         settings, group_id=args.group, from_beginning=args.from_beginning
@@ -404,6 +423,7 @@ def _format_record(record: Any, score: Any) -> str:
 
 def run_averages(args: argparse.Namespace) -> int:
     """Consume and print averages once idle, or live with ``--follow``."""
+    _check_reading_bounds(args)
     settings = _settings(args)
     by = parse_group_fields(args.by)
     if not args.follow and args.idle_timeout is None:

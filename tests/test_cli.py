@@ -443,11 +443,6 @@ def test_error_one_line_no_traceback(
         assert "No Kafka broker answered" not in line  # rejected before connecting
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py accepts a negative --idle-timeout or --max-records and "
-    "goes on to connect instead of rejecting the value",
-)
 @pytest.mark.parametrize(
     "command",
     [
@@ -463,11 +458,6 @@ def test_negative_reading_bounds_rejected(command: list[str]) -> None:
     assert "No Kafka broker answered" not in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py uses -1 as the FOREVER constant of --simulate, so "
-    "--simulate -1 streams forever instead of being rejected",
-)
 def test_simulate_minus_one_rejected() -> None:
     result = gradelab(
         "produce",
