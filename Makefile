@@ -22,8 +22,6 @@ $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.installed
-
 # The notebooks name the kernel "gradelab", so papermill and JupyterLab always
 # run them with this virtualenv's Python and the project installed.
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/gradelab/kernel.json
@@ -33,6 +31,9 @@ $(KERNEL_SPEC): $(VENV)/.installed
 	  --display-name "Python (gradelab)"
 
 kernel: $(KERNEL_SPEC)
+
+# The virtualenv, with the project installed and its Jupyter kernel named.
+venv: $(VENV)/.installed $(KERNEL_SPEC)
 
 # JupyterLab on the course, with the local broker running. Jupyter does not
 # run as root without --allow-root, which containers and course VMs need.

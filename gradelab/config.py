@@ -75,10 +75,16 @@ class Settings:
             )
         for server in self.bootstrap_servers.split(","):
             host, _, port = server.strip().rpartition(":")
-            if not host or not port.isdigit():
+            if (
+                not host
+                or "/" in host
+                or not port.isdigit()
+                or not 1 <= int(port) <= 65535
+            ):
                 raise ConfigError(
                     f"Invalid bootstrap server {server.strip()!r}: expected "
-                    f"host:port, for example {DEFAULT_BOOTSTRAP_SERVERS}."
+                    "host:port with a port from 1 to 65535 and no scheme, for "
+                    f"example {DEFAULT_BOOTSTRAP_SERVERS}."
                 )
         if not self.topic or not self.topic.strip():
             raise ConfigError("The topic name is empty. Pass a topic name.")
@@ -115,7 +121,8 @@ class Settings:
         ):
             raise ConfigError(
                 f"Invalid connect timeout {self.connect_timeout!r}: expected a "
-                "positive number of seconds."
+                "positive number of seconds (the connect_timeout setting or "
+                "GRADELAB_CONNECT_TIMEOUT)."
             )
 
     @classmethod
@@ -156,8 +163,11 @@ class Settings:
             try:
                 values["connect_timeout"] = float(values["connect_timeout"])
             except (TypeError, ValueError):
+                source = "connect_timeout"
+                if "connect_timeout" not in overrides:
+                    source = ENVIRONMENT_VARIABLES["connect_timeout"]
                 raise ConfigError(
-                    f"Invalid connect timeout {values['connect_timeout']!r}: "
+                    f"Invalid {source} {values['connect_timeout']!r}: "
                     "expected a number of seconds, for example 10."
                 ) from None
         return cls(**values)

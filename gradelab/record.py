@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,8 @@ MAX_VALUE_BYTES = 64 * 1024
 MAX_TEXT_LENGTH = 200
 
 TEXT_FIELDS = ("class", "subject", "student_id", "period")
+# C0 and C1 control characters, DEL included; tab and newline are controls too.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 REQUIRED_FIELDS = ("class", "subject", "score")
 # Fields a consumer can group averages by.
 GROUP_FIELDS = ("class", "subject", "period", "student_id")
@@ -161,7 +164,7 @@ def decode_score(value: bytes | None) -> Score:
     InvalidRecordError
         With a ``reason`` code: ``empty``, ``too-large``, ``not-utf8``,
         ``not-json``, ``not-object``, ``duplicate-key``, ``missing-field``,
-        ``wrong-type``, ``empty-field``, ``field-too-long``,
+        ``wrong-type``, ``empty-field``, ``field-too-long``, ``invalid-character``,
         ``score-not-finite``, ``score-out-of-range`` or ``invalid-timestamp``.
     """
     if not value:
@@ -333,18 +336,18 @@ def _fields_valid(
         and type(class_) is str
         and 0 < len(class_) <= MAX_TEXT_LENGTH
         and not class_.isspace()
-        and (class_.isascii() or _is_utf8(class_))
+        and (class_.isprintable() or _is_clean_text(class_))
         and type(subject) is str
         and 0 < len(subject) <= MAX_TEXT_LENGTH
         and not subject.isspace()
-        and (subject.isascii() or _is_utf8(subject))
+        and (subject.isprintable() or _is_clean_text(subject))
         and (
             student_id is None
             or (
                 type(student_id) is str
                 and 0 < len(student_id) <= MAX_TEXT_LENGTH
                 and not student_id.isspace()
-                and (student_id.isascii() or _is_utf8(student_id))
+                and (student_id.isprintable() or _is_clean_text(student_id))
             )
         )
         and (
@@ -353,7 +356,7 @@ def _fields_valid(
                 type(period) is str
                 and 0 < len(period) <= MAX_TEXT_LENGTH
                 and not period.isspace()
-                and (period.isascii() or _is_utf8(period))
+                and (period.isprintable() or _is_clean_text(period))
             )
         )
     )
@@ -398,6 +401,15 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+def _is_clean_text(text: str) -> bool:
+    """Tell whether ``text`` has no control character and encodes as UTF-8.
+
+    The fast path calls this only when ``str.isprintable()`` is False, which
+    also happens for harmless characters such as a no-break space.
+    """
+    return CONTROL_CHARACTERS.search(text) is None and _is_utf8(text)
+
+
 def _check_text(name: str, value: Any) -> None:
     if value is None:
         raise InvalidRecordError(
@@ -425,6 +437,13 @@ def _check_text(name: str, value: Any) -> None:
             f"Invalid {name} {value!r}: it contains a lone surrogate, which is "
             "not valid UTF-8.",
             "not-utf8",
+        )
+    if CONTROL_CHARACTERS.search(value):
+        # Escape sequences or line breaks in a class or subject would let one
+        # record rewrite the terminal or split a table row.
+        raise InvalidRecordError(
+            f"Invalid {name} {value!r}: it contains a control character.",
+            "invalid-character",
         )
 
 

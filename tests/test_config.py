@@ -147,7 +147,7 @@ def test_connect_timeout_invalid_environment(value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.load(environ=environ)
 
-    assert "connect timeout" in str(caught.value)
+    assert "GRADELAB_CONNECT_TIMEOUT" in str(caught.value)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, 0, -2.0, "5", True])
@@ -314,3 +314,13 @@ def test_credentials_file_bad_line(tmp_path: Path, line: str) -> None:
 
     assert "Line 2" in str(caught.value)
     assert "GRADELAB_SASL_PASSWORD" in str(caught.value)  # known names listed
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost:0", "localhost:99999", "http://localhost:9092"]
+)
+def test_bootstrap_port_or_scheme_rejected(address: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(bootstrap_servers=address)
+
+    assert address in str(caught.value)

@@ -379,3 +379,32 @@ def test_key_subject_in_one_partition(topic_factory, kafka: str) -> None:
         assert len(partitions) == 1, f"{subject} is in partitions {partitions}"
     used = set().union(*partitions_by_subject.values())
     assert len(used) > 1  # the keys spread subjects over several partitions
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"class": "A\x1b[31mRED"},
+        {"class": "A\x00"},
+        {"subject": "Math\r\nInjected"},
+        {"student_id": "s1\t"},
+        {"period": "G1\x7f"},
+        {"subject": "Math\x85"},
+    ],
+)
+def test_decode_control_character_rejected(fields: dict[str, str]) -> None:
+    assert reason_of(record(**fields)) == "invalid-character"
+
+
+def test_score_control_character_rejected() -> None:
+    with pytest.raises(InvalidRecordError) as caught:
+        Score("A\x1b[2J", "Math", 14)
+
+    assert caught.value.reason == "invalid-character"
+
+
+def test_decode_no_break_space_accepted() -> None:
+    score = decode_score(record(**{"class": "Classe\u00a0A", "subject": "Mathé"}))
+
+    assert score.class_ == "Classe\u00a0A"
+    assert score.subject == "Mathé"
