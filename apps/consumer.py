@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print records until stopped; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_records is not None and args.max_records < 1:
+        parser.error(f"Invalid --max-records {args.max_records}: expected 1 or more")
+    if args.idle_timeout is not None and not args.idle_timeout > 0:
+        parser.error(
+            f"Invalid --idle-timeout {args.idle_timeout:g}: expected seconds > 0"
+        )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     # kafka-python logs every failed connection; the error below reports it once.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -63,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ScoreConsumer(
             settings, group_id=args.group, from_beginning=args.from_beginning
         ) as consumer:
+            endless = args.max_records is None and args.idle_timeout is None
             print(
-                f"Reading {settings.topic} at {settings.bootstrap_servers}; "
-                "press Ctrl-C to stop.",
+                f"Reading {settings.topic} at {settings.bootstrap_servers}"
+                + ("; press Ctrl-C to stop." if endless else "."),
                 file=sys.stderr,
             )
             for batch in consumer.iter_batches(

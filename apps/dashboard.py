@@ -75,6 +75,8 @@ STAT_COLUMNS = ("count", "mean", "min", "max")
 # Above this many bars, the chart shows no values above them and turns its
 # group labels upright in a smaller font.
 MAX_LABELLED_BARS = 12
+# Pixels around a column heading's text: its padding and the column separator.
+HEADING_PADDING = 16
 
 LABELS: dict[str, dict[str, str]] = {
     "en": {
@@ -93,6 +95,7 @@ LABELS: dict[str, dict[str, str]] = {
         "reset": "Reset",
         "chart_y": "Mean score (0 to 20)",
         "overall_mean": "Overall mean",
+        "overall_mean_value": "Overall mean: {mean}",
         "waiting": "Waiting for scores...",
         "missing": "(none)",
         "connecting": "Connecting to {servers}...",
@@ -108,7 +111,7 @@ LABELS: dict[str, dict[str, str]] = {
         "received": "{count} records",
         "invalid": "{count} invalid skipped",
         "rate": "{rate} records/s",
-        "last_record": "last record {time}",
+        "last_record": "last record received at {time}",
         "no_record": "no record yet",
         "simulator_sent": "simulator: {count} sent",
         "simulator_error": "simulator stopped: {error}",
@@ -129,6 +132,7 @@ LABELS: dict[str, dict[str, str]] = {
         "reset": "Réinitialiser",
         "chart_y": "Moyenne (0 à 20)",
         "overall_mean": "Moyenne générale",
+        "overall_mean_value": "Moyenne générale : {mean}",
         "waiting": "En attente de notes...",
         "missing": "(aucune)",
         "connecting": "Connexion à {servers}...",
@@ -144,7 +148,7 @@ LABELS: dict[str, dict[str, str]] = {
         "received": "{count} enregistrements",
         "invalid": "{count} invalides ignorés",
         "rate": "{rate} enr./s",
-        "last_record": "dernier enregistrement à {time}",
+        "last_record": "dernier enregistrement reçu à {time}",
         "no_record": "aucun enregistrement",
         "simulator_sent": "simulateur : {count} envoyés",
         "simulator_error": "simulateur arrêté : {error}",
@@ -224,6 +228,8 @@ class Dashboard:
         self._last_refresh = -math.inf
         self._last_chart_refresh = -math.inf
         self._closing = False
+        # What main() returns once the window is closed.
+        self.exit_status = 0
         # Table items by group key, and each item's key and shown values.
         self._items: dict[tuple[str | None, ...], str] = {}
         self._item_keys: dict[str, tuple[str | None, ...]] = {}
@@ -318,7 +324,7 @@ class Dashboard:
 
         chart_frame = ttk.Frame(body)
         self.figure = Figure(figsize=(6, 4.5), dpi=100)
-        self.figure.subplots_adjust(left=0.12, right=0.97, top=0.95, bottom=0.2)
+        self.figure.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=0.2)
         self.axes = self.figure.add_subplot()
         self.canvas = FigureCanvasTkAgg(self.figure, master=chart_frame)
         self.canvas.get_tk_widget().pack(fill=tk.BOTH, expand=True)
@@ -339,10 +345,11 @@ class Dashboard:
         self.table.configure(columns=self._columns)
         for column in self._columns:
             numeric = column in STAT_COLUMNS
+            width = max(64 if numeric else 80, self._heading_width(column))
             self.table.column(
                 column,
-                width=64 if numeric else 80,
-                minwidth=60,
+                width=width,
+                minwidth=width if numeric else 60,
                 anchor=tk.E if numeric else tk.W,
                 stretch=not numeric,
             )
@@ -350,6 +357,19 @@ class Dashboard:
             self._sort_column = None
             self._sort_descending = False
         self._update_headings()
+
+    def _heading_width(self, column: str) -> int:
+        """Return the pixels that the column's longest heading needs.
+
+        Every language is measured, with the sort arrow, so that a column
+        keeps its width whatever the language and the sort order.
+        """
+        name = ttk.Style(self.root).lookup("Treeview.Heading", "font")
+        heading_font = tkfont.nametofont(name or "TkHeadingFont")
+        return HEADING_PADDING + max(
+            heading_font.measure(labels[column] + " \u25bc")
+            for labels in LABELS.values()
+        )
 
     def _update_headings(self) -> None:
         for column in self._columns:
@@ -518,8 +538,11 @@ class Dashboard:
             text.set_y(min(mean + 0.3, SCORE_MAX - 0.8))
             text.set_text(self.texts.decimal(mean, 1))
         self._mean_line.set_ydata([snapshot.mean, snapshot.mean])
-        self._mean_text.set_y(snapshot.mean)
-        self._mean_text.set_text(self.texts.decimal(snapshot.mean))
+        self._mean_text.set_text(
+            self.texts["overall_mean_value"].format(
+                mean=self.texts.decimal(snapshot.mean)
+            )
+        )
         if self._background is None:
             return  # the full redraw already scheduled draws the new values
         self.canvas.restore_region(self._background)
@@ -556,13 +579,14 @@ class Dashboard:
             label=self.texts["overall_mean"],
             animated=True,
         )
-        # The overall mean's value, at the right end of its line.
+        # The overall mean's value, above the axes' top left corner, where
+        # it overlaps neither the bars' values nor the legend.
         self._mean_text = axes.text(
-            0.99,
             0,
+            1.01,
             "",
-            transform=axes.get_yaxis_transform(),
-            ha="right",
+            transform=axes.transAxes,
+            ha="left",
             va="bottom",
             color="tab:red",
             animated=True,
@@ -643,17 +667,23 @@ class Dashboard:
             return
         self._closing = True
         logger.info("Closing the dashboard.")
-        self.simulator.stop(timeout=0)
-        self.feed.stop(timeout=STOP_TIMEOUT)
-        self.simulator.stop(timeout=SIMULATOR_STOP_TIMEOUT)
-        # The worker publishes a last snapshot as it stops; a worker still
-        # connecting does not, and the newest one taken is shown instead.
-        final = self.feed.latest() or self._pending
-        if final is not None:
-            self.show(final)
-        if self.dump_state is not None:
-            self.write_state(self.dump_state)
-        self.root.destroy()
+        # Until the end of the try block, an error means a failed exit. It
+        # still propagates, and the window is destroyed in any case, because
+        # an exception in a Tk callback would otherwise keep it open.
+        self.exit_status = 1
+        try:
+            self.simulator.stop(timeout=0)
+            self.feed.stop(timeout=STOP_TIMEOUT)
+            self.simulator.stop(timeout=SIMULATOR_STOP_TIMEOUT)
+            # The worker publishes a last snapshot as it stops; a worker still
+            # connecting does not, and the newest one taken is shown instead.
+            final = self.feed.latest() or self._pending
+            if final is not None:
+                self.show(final)
+            if self.dump_state is None or self._write_state_or_report(self.dump_state):
+                self.exit_status = 0
+        finally:
+            self.root.destroy()
         logger.info("Dashboard closed.")
 
     def _loop_delay_figures(self) -> dict[str, float | None]:
@@ -667,6 +697,20 @@ class Dashboard:
             "loop_delay_p99_ms": round(p99 * 1000, 1),
         }
 
+    def _write_state_or_report(self, path: Path) -> bool:
+        """Write the state file to ``path``, or print why not and return False."""
+        try:
+            self.write_state(path)
+        except OSError as exc:
+            # The path was checked at start-up, but its folder can still be
+            # removed or the disk fill up.
+            print(
+                f"error: cannot write the state file {path}: {exc.strerror or exc}.",
+                file=sys.stderr,
+            )
+            return False
+        return True
+
     def write_state(self, path: Path) -> None:
         """Write the table's rows, in their shown order, and the counters."""
         state: dict[str, Any] = {
@@ -674,6 +718,7 @@ class Dashboard:
             "topic": self.settings.topic,
             "lang": self.texts.lang,
             "columns": [self.table.heading(c)["text"] for c in self._columns],
+            "column_widths": [self.table.column(c, "width") for c in self._columns],
             "status": self.status_text.get(),
             "simulator_sent": self.simulator.status().sent,
             **self._loop_delay_figures(),
@@ -687,6 +732,25 @@ class Dashboard:
             snapshot["rows"] = [snapshot["rows"][order[key]] for key in shown_keys]
             state.update(snapshot)
         path.write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+
+
+def check_dump_state(path: Path) -> str | None:
+    """Return why the state file cannot be written at ``path``, or None.
+
+    Checked before the window opens, so a mistyped path fails at once rather
+    than after the window has run.
+    """
+    if path.is_dir():
+        example = path / "state.json"
+        return f"{path} is a directory: give a file name, such as {example}"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"the folder {parent} does not exist: create it first"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the folder {parent} is not writable: choose another path"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable: choose another path"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -772,12 +836,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         by = parse_live_grouping(args.by)
     except ConfigError as exc:
         parser.error(str(exc))
-    if args.simulator_rate < 0:
+    if not args.simulator_rate >= 0:
         parser.error(
-            f"invalid --simulator-rate {args.simulator_rate:g}: expected 0 or more"
+            f"Invalid --simulator-rate {args.simulator_rate:g}: expected 0 or more"
         )
-    if args.exit_after is not None and args.exit_after <= 0:
-        parser.error(f"invalid --exit-after {args.exit_after:g}: expected seconds > 0")
+    if args.exit_after is not None and not args.exit_after > 0:
+        parser.error(f"Invalid --exit-after {args.exit_after:g}: expected seconds > 0")
+    if args.dump_state is not None:
+        problem = check_dump_state(args.dump_state)
+        if problem is not None:
+            parser.error(f"Invalid --dump-state {args.dump_state}: {problem}.")
     try:
         settings = Settings.load(
             bootstrap_servers=args.bootstrap_servers, topic=args.topic
@@ -799,6 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         source_factory = checkpoint_source(args.group, args.from_beginning)
     else:
         source_factory = consumer_source(from_beginning=args.from_beginning)
+    # Each connection attempt lasts at most 3 s, or GRADELAB_CONNECT_TIMEOUT
+    # if shorter, so that the status bar soon says when no broker answers;
+    # see DEFAULT_CONNECT_TIMEOUT in gradelab.live.
     feed = LiveFeed(settings, by=by, source_factory=source_factory)
     simulator = Simulator(settings, rate=args.simulator_rate or None)
     dashboard = Dashboard(
@@ -826,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.exit_after is not None:
         root.after(round(args.exit_after * 1000), dashboard.close)
     root.mainloop()
-    return 0
+    return dashboard.exit_status
 
 
 if __name__ == "__main__":

@@ -56,18 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Send scores until ``--count`` is reached or Ctrl-C; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.interval < 0:
-        parser.error(f"invalid --interval {args.interval:g}: expected seconds >= 0")
-    if args.count is not None and args.count < 0:
-        parser.error(f"invalid --count {args.count}: expected 0 or more")
+    # "not >= 0" also rejects nan, which every comparison fails.
+    if not args.interval >= 0:
+        parser.error(f"Invalid --interval {args.interval:g}: expected seconds >= 0")
+    if args.count is not None and args.count < 1:
+        parser.error(f"Invalid --count {args.count}: expected 1 or more")
     try:
         settings = Settings.load(
             bootstrap_servers=args.bootstrap_servers, topic=args.topic
         )
         with ScoreProducer(settings) as producer:
             print(
-                f"Sending to {settings.topic} at {settings.bootstrap_servers}; "
-                "press Ctrl-C to stop.",
+                f"Sending to {settings.topic} at {settings.bootstrap_servers}"
+                + ("; press Ctrl-C to stop." if args.count is None else "."),
                 file=sys.stderr,
             )
             for number, score in enumerate(simulate_scores(args.count, seed=args.seed)):

@@ -90,7 +90,13 @@ GROUPINGS: dict[str, tuple[str, ...]] = {
 # bounds how long a stop request waits at full input rate.
 MAX_BATCH_RECORDS = 2000
 POLL_TIMEOUT = 0.1
-# Seconds one connection attempt may take before the feed retries.
+# Seconds one connection attempt may take before the feed retries; a shorter
+# connect_timeout setting (GRADELAB_CONNECT_TIMEOUT) wins. The settings'
+# default of 10 s suits a one-shot command, which then fails; a live view
+# rather reports a missing broker within a few seconds and keeps retrying, so
+# a broker started later is still reached.
+# NOTE: a broker that needs more than 3 s to answer is never reached; pass a
+# larger connect_timeout to LiveFeed if a remote cluster needs it.
 DEFAULT_CONNECT_TIMEOUT = 3.0
 # Records per second counts the records received in this many last seconds.
 RATE_WINDOW = 2.0
@@ -552,8 +558,9 @@ class LiveFeed:
     publish_interval : float
         Seconds between two snapshots while records arrive.
     connect_timeout : float
-        Seconds one connection attempt may take. It also bounds how long a
-        stop can wait for a worker that is connecting.
+        Seconds one connection attempt may take, or the settings'
+        ``connect_timeout`` if shorter. It also bounds how long a stop can
+        wait for a worker that is connecting.
     backoff : Backoff, optional
         Delays between connection attempts; default 0.5 s doubling to 5 s.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -121,8 +122,56 @@ def test_app_without_broker_prints_error(name: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_producer_rejects_negative_interval() -> None:
-    result = _run_app("producer.py", "--interval=-1")
+@pytest.mark.parametrize(
+    ("name", "option", "message"),
+    [
+        ("producer.py", "--interval=-1", "Invalid --interval -1: expected seconds"),
+        ("producer.py", "--interval=nan", "Invalid --interval nan: expected seconds"),
+        ("producer.py", "--count=0", "Invalid --count 0: expected 1 or more"),
+        ("producer.py", "--count=-3", "Invalid --count -3: expected 1 or more"),
+        ("consumer.py", "--max-records=-1", "Invalid --max-records -1: expected 1"),
+        ("consumer.py", "--max-records=0", "Invalid --max-records 0: expected 1"),
+        ("consumer.py", "--idle-timeout=-2", "Invalid --idle-timeout -2: expected"),
+        ("consumer.py", "--idle-timeout=0", "Invalid --idle-timeout 0: expected"),
+    ],
+)
+def test_app_rejects_invalid_option(name: str, option: str, message: str) -> None:
+    result = _run_app(name, option)
 
     assert result.returncode == 2
-    assert "invalid --interval -1" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(
+    ("name", "options", "endless"),
+    [
+        ("producer.py", ("--interval=0", "--count=1"), False),
+        ("consumer.py", ("--idle-timeout=1",), False),
+        ("consumer.py", (), True),
+    ],
+)
+def test_app_mentions_ctrl_c_when_endless(
+    settings: Settings, name: str, options: tuple[str, ...], endless: bool
+) -> None:
+    ensure_topic(settings)
+    command = [
+        sys.executable,
+        str(APPS / name),
+        f"--bootstrap-server={settings.bootstrap_servers}",
+        f"--topic={settings.topic}",
+        *options,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADELAB_")}
+    env["PYTHONPATH"] = str(REPOSITORY)
+    app = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+
+    # The first line comes once connected; an endless consumer is then stopped.
+    first_line = app.stderr.readline()
+    if endless:
+        app.send_signal(signal.SIGINT)
+    app.communicate(timeout=60)
+
+    assert first_line.startswith((f"Sending to {settings.topic}", "Reading "))
+    assert ("press Ctrl-C to stop" in first_line) is endless

@@ -18,8 +18,10 @@ import socket
 import subprocess
 import sys
 import time
+import tkinter
 from collections.abc import Iterator
 from pathlib import Path
+from tkinter import font as tkfont
 
 import pandas as pd
 import pytest
@@ -117,6 +119,15 @@ def _environment(display: str | None = None) -> dict[str, str]:
     # Import the working tree's gradelab whatever the virtualenv points at.
     environment["PYTHONPATH"] = str(REPOSITORY)
     return environment
+
+
+def _text_width(display: str, text: str) -> int:
+    """Return the pixels that ``text`` takes in Tk's default heading font."""
+    root = tkinter.Tk(screenName=display)
+    try:
+        return tkfont.nametofont("TkHeadingFont").measure(text)
+    finally:
+        root.destroy()
 
 
 def _free_port() -> int:
@@ -338,6 +349,9 @@ def test_dashboard_without_broker_shows_command(
     assert "gradelab broker start" in state["status"]
     assert state["columns"][: len(columns)] == columns
     assert state["rows"] == []
+    for heading, width in zip(state["columns"], state["column_widths"], strict=True):
+        # The heading's padding takes a few pixels on each side of its text.
+        assert width >= _text_width(display, heading) + 8, f"{heading} is cut"
 
 
 def test_dashboard_rejects_unsupported_grouping(display: str) -> None:
@@ -345,6 +359,54 @@ def test_dashboard_rejects_unsupported_grouping(display: str) -> None:
 
     assert result.returncode == 2
     assert "Invalid live grouping 'student_id'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("missing/state.json", "does not exist: create it first"),
+        (".", "is a directory: give a file name"),
+    ],
+)
+def test_dashboard_rejects_unwritable_dump_state(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    dump = tmp_path / name
+
+    # The path is checked before the window opens, so no display is needed.
+    result = subprocess.run(
+        [sys.executable, str(DASHBOARD), f"--dump-state={dump}", "--exit-after=1"],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert f"Invalid --dump-state {dump}: " in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dashboard_reports_failed_state_write(display: str, tmp_path: Path) -> None:
+    # A link into a missing folder passes the start-up check, as a folder
+    # removed while the window is open would, and fails when written.
+    dump = tmp_path / "state.json"
+    dump.symlink_to(tmp_path / "removed" / "state.json")
+
+    result = _run_dashboard(
+        display,
+        f"--bootstrap-server=localhost:{_free_port()}",
+        "--exit-after=2",
+        f"--dump-state={dump}",
+    )
+
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [
+        f"error: cannot write the state file {dump}: No such file or directory."
+    ]
     assert "Traceback" not in result.stderr
 
 
