@@ -80,6 +80,8 @@ STATE_TOPIC_CONFIG = {
 # hearing its heartbeats. kafka-python 3 defaults to 45 s; 10 s keeps a
 # restart quick and stays above the broker's 6 s minimum.
 SESSION_TIMEOUT_MS = 10_000
+# Seconds without an assignment after which run() says it is still waiting.
+ASSIGNMENT_NOTICE_SECONDS = 2.0
 HEARTBEAT_INTERVAL_MS = 3_000
 
 
@@ -241,6 +243,8 @@ class CheckpointedAverages:
         self._pending: set[TopicPartition] = set()
         self._snapshots: dict[bytes, bytes] = {}
         self._current: PartitionState | None = None
+        self._read_in_run = 0
+        self._told_from_beginning = False
 
         ensure_topic(
             settings, topic=self.state_topic, partitions=1, config=STATE_TOPIC_CONFIG
@@ -296,7 +300,7 @@ class CheckpointedAverages:
         for state in self._states.values():
             invalid.update(state.invalid)
         received = sum(state.received for state in self._states.values())
-        return StreamSummary(self.averages(), received, invalid)
+        return StreamSummary(self.averages(), received, invalid, self._read_in_run)
 
     # --- The consume loop -----------------------------------------------------
 
@@ -310,15 +314,28 @@ class CheckpointedAverages:
 
         ``on_batch`` is called with the merged averages after each batch,
         once the batch's snapshots are written. The idle clock starts when
-        the group first assigns partitions to this member.
+        the group first assigns partitions to this member. When no
+        assignment arrives within :data:`ASSIGNMENT_NOTICE_SECONDS`, a
+        warning says that the member is waiting for the group.
         """
         last_activity = time.monotonic()
         ready = False
+        waiting_told = False
         while stop is None or not stop():
             progressed = self.poll_once()
             if not ready and self._scores.consumer.assignment():
                 ready = True
                 last_activity = time.monotonic()
+            elif not ready and not waiting_told:
+                if time.monotonic() - last_activity >= ASSIGNMENT_NOTICE_SECONDS:
+                    waiting_told = True
+                    logger.warning(
+                        "Waiting for the consumer group %s to assign partitions; "
+                        "a member that stopped without leaving holds them until "
+                        "its session times out (up to %d s).",
+                        self.group_id,
+                        SESSION_TIMEOUT_MS // 1000,
+                    )
             if progressed:
                 last_activity = time.monotonic()
                 if on_batch is not None:
@@ -371,6 +388,7 @@ class CheckpointedAverages:
             self._current = None
         state.received += len(records)
         state.next_offset = records[-1].offset + 1
+        self._read_in_run += len(records)
 
     def _on_invalid(self, record: ConsumerRecord, error: InvalidRecordError) -> None:
         if self._current is not None:
@@ -470,6 +488,8 @@ class CheckpointedAverages:
                         self.state_topic,
                         exc,
                     )
+            if state is not None and self.from_beginning:
+                self._tell_snapshot_used()
             if state is None:
                 start = beginning[tp] if self.from_beginning else end[tp]
                 state = PartitionState(tp.topic, tp.partition, start, Averages(self.by))
@@ -497,6 +517,21 @@ class CheckpointedAverages:
         if fresh:
             self._write_snapshots(fresh)
         return partitions
+
+    def _tell_snapshot_used(self) -> None:
+        if self._told_from_beginning:
+            return
+        self._told_from_beginning = True
+        logger.warning(
+            "Group %s has saved averages by %s for %s, so they are used: "
+            "from_beginning (--from-beginning) only applies to partitions with no "
+            "snapshot. To start over, use a new group name, for example --group "
+            "%s-2.",
+            self.group_id,
+            ",".join(self.by),
+            self.settings.topic,
+            self.group_id,
+        )
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         # Every batch is snapshotted before the next poll, so there is nothing

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,10 +22,15 @@ from gradelab import broker
 from gradelab.averages import STAT_COLUMNS, Averages, parse_group_fields
 from gradelab.checkpoint import stream_checkpointed_averages
 from gradelab.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC, Settings
-from gradelab.consumer import ScoreConsumer, stream_averages
+from gradelab.consumer import (
+    ScoreConsumer,
+    require_topic,
+    stream_averages,
+    topic_exists,
+)
 from gradelab.dlq import (
     DeadLetterPublisher,
-    dlq_topic_for,
+    check_dlq_topic,
     export_dead_letters,
     read_dead_letters,
     replay_dead_letters,
@@ -39,9 +45,11 @@ __all__ = ["build_parser", "format_averages", "main"]
 
 logger = logging.getLogger("gradelab")
 
-# --simulate without a number: stream until interrupted. argparse does not
-# pass a const through type=int, so no typed number can equal this string.
-FOREVER = "forever"
+# --simulate without a number: stream until interrupted. argparse converts a
+# string const with type=int, so the marker is an object no typed N can be.
+FOREVER = object()
+# How often ``averages --follow`` checks whether a missing topic was created.
+TOPIC_WAIT_SECONDS = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +136,21 @@ def _add_produce_parser(
     source.add_argument("--csv", metavar="FILE", help="replay a gradebook CSV file")
     simulation = parser.add_argument_group("simulation")
     simulation.add_argument("--seed", type=int, default=0, help="random seed")
-    simulation.add_argument("--classes", type=int, default=3, help="classes")
-    simulation.add_argument("--subjects", type=int, default=4, help="subjects (1 to 6)")
+    simulation.add_argument(
+        "--classes",
+        type=_count_or_names,
+        default=3,
+        metavar="N|NAME,...",
+        help="how many classes (named A, B, ...), or their names (default 3)",
+    )
+    simulation.add_argument(
+        "--subjects",
+        type=_count_or_names,
+        default=4,
+        metavar="N|NAME,...",
+        help="how many subjects (1 to 6), or their names, for example "
+        "Math,History (default 4)",
+    )
     simulation.add_argument(
         "--students", type=int, default=25, help="students per class"
     )
@@ -140,6 +161,11 @@ def _add_produce_parser(
     )
     gradebook = parser.add_argument_group("gradebook columns")
     gradebook.add_argument("--sep", default=",", help="field separator (default ,)")
+    gradebook.add_argument(
+        "--encoding",
+        default="utf-8-sig",
+        help="text encoding of the file, for example latin-1 (default utf-8-sig)",
+    )
     gradebook.add_argument("--subject", help="one subject name for every row")
     gradebook.add_argument("--subject-col", help="column holding the subject")
     gradebook.add_argument("--class-col", help="column holding the class")
@@ -182,7 +208,8 @@ def _add_averages_parser(
     parser.add_argument(
         "--follow",
         action="store_true",
-        help="keep consuming and refresh the table in place until Ctrl-C",
+        help="keep consuming and refresh the table in place until Ctrl-C "
+        "(no --idle-timeout); waits for a topic that does not exist yet",
     )
     parser.add_argument(
         "--format",
@@ -271,6 +298,36 @@ def _check_positive(option: str, value: float | None, allow_zero: bool = False) 
 def _check_reading_bounds(args: argparse.Namespace) -> None:
     _check_positive("--idle-timeout", args.idle_timeout)
     _check_positive("--max-records", getattr(args, "max_records", None))
+    if args.group is not None and not args.group.strip():
+        raise ConfigError(
+            f"Invalid --group {args.group!r}: expected a consumer group name, for "
+            "example --group averages; leave --group out to read without a group."
+        )
+    if getattr(args, "no_dlq", False) and args.dlq_topic is not None:
+        raise ConfigError(
+            f"--no-dlq and --dlq-topic {args.dlq_topic} contradict each other: "
+            "pass --dlq-topic to send invalid records there, or --no-dlq to only "
+            "log them."
+        )
+    if getattr(args, "follow", False) and args.idle_timeout is not None:
+        raise ConfigError(
+            f"--follow and --idle-timeout {args.idle_timeout:g} contradict each "
+            "other: --follow runs until Ctrl-C; leave out one of them."
+        )
+
+
+def _wait_for_topic(settings: Settings) -> None:
+    """Wait until ``settings.topic`` exists, telling the user once."""
+    if topic_exists(settings):
+        return
+    print(
+        f"warning: topic {settings.topic!r} does not exist at "
+        f"{settings.bootstrap_servers} yet; waiting for it to be created "
+        "(check the name, or produce to it). Press Ctrl-C to stop.",
+        file=sys.stderr,
+    )
+    while not topic_exists(settings):
+        time.sleep(TOPIC_WAIT_SECONDS)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -327,6 +384,7 @@ def run_produce(args: argparse.Namespace) -> int:
         scores = read_gradebook(
             args.csv,
             sep=args.sep,
+            encoding=args.encoding,
             subject=args.subject,
             subject_col=args.subject_col,
             class_col=args.class_col,
@@ -335,7 +393,7 @@ def run_produce(args: argparse.Namespace) -> int:
         )
         scores = _report_row_errors(scores)
     else:
-        count = None if args.simulate == FOREVER else args.simulate
+        count = None if args.simulate is FOREVER else args.simulate
         _check_positive("--simulate", count, allow_zero=True)
         total = count
         scores = simulate_scores(
@@ -364,6 +422,14 @@ def run_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count_or_names(text: str) -> int | list[str]:
+    """Parse ``--classes``/``--subjects``: a count, or comma-separated names."""
+    try:
+        return int(text)
+    except ValueError:
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _split_columns(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -381,6 +447,7 @@ def run_consume(args: argparse.Namespace) -> int:
     """Print one line per score record, like the original course consumer."""
     _check_reading_bounds(args)
     settings = _settings(args)
+    require_topic(settings)
     with ScoreConsumer(
         settings, group_id=args.group, from_beginning=args.from_beginning
     ) as consumer:
@@ -430,9 +497,14 @@ def run_averages(args: argparse.Namespace) -> int:
         args.idle_timeout = 5.0
     live = _LiveTable(args.format) if args.follow else None
     idle_timeout = None if args.follow else args.idle_timeout
+    dlq_topic = None if args.no_dlq else check_dlq_topic(settings.topic, args.dlq_topic)
+    if args.follow:
+        _wait_for_topic(settings)
+    else:
+        require_topic(settings)
     dead_letters = None
-    if not args.no_dlq:
-        dead_letters = DeadLetterPublisher(settings, args.dlq_topic)
+    if dlq_topic is not None:
+        dead_letters = DeadLetterPublisher(settings, dlq_topic)
     try:
         if args.group:
             summary = stream_checkpointed_averages(
@@ -464,26 +536,32 @@ def run_averages(args: argparse.Namespace) -> int:
     print(format_averages(summary.averages, args.format))
     invalid = sum(summary.invalid.values())
     destination = "logged" if dead_letters is None else f"sent to {dead_letters.topic}"
-    print(
-        f"{summary.received} record(s) read, {invalid} invalid {destination}.",
-        file=sys.stderr,
-    )
+    read = f"{summary.received} record(s) read"
+    if summary.read_in_run is not None:  # a group resumes from its saved state
+        read = (
+            f"{summary.read_in_run} record(s) read in this run; averages cover "
+            f"{summary.received} record(s)"
+        )
+    print(f"{read}, {invalid} invalid {destination}.", file=sys.stderr)
     return 0
 
 
 def run_dlq(args: argparse.Namespace) -> int:
     """List, export or replay the dead-letter records of a topic."""
     settings = _settings(args)
-    dlq_topic = args.dlq_topic or dlq_topic_for(settings.topic)
+    dlq_topic = check_dlq_topic(settings.topic, args.dlq_topic)
     if args.replay:
         report = replay_dead_letters(settings, args.replay, dlq_topic)
         for problem in report.invalid:
             print(f"still invalid, not sent: {problem}", file=sys.stderr)
+        for problem in report.rejected:
+            print(f"rejected, not sent: {problem}", file=sys.stderr)
         print(
             f"Sent {report.sent} corrected record(s) back; {len(report.invalid)} "
-            f"still invalid; {report.already_replayed} replayed before."
+            f"still invalid; {report.already_replayed} replayed before; "
+            f"{len(report.rejected)} rejected (not dead letters of {settings.topic})."
         )
-        return 1 if report.invalid else 0
+        return 1 if report.invalid or report.rejected else 0
     letters = read_dead_letters(settings, dlq_topic)
     if args.export:
         pending = [letter for letter in letters if not letter.replayed]
@@ -608,6 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (``gradelab averages | head``). Point
+        # stdout at /dev/null so flushing it at exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

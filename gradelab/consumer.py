@@ -10,6 +10,7 @@ and a dead-letter publisher can take its place.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from gradelab.averages import Averages
 from gradelab.config import Settings
 from gradelab.connection import connect
-from gradelab.errors import InvalidRecordError
+from gradelab.errors import GradelabError, InvalidRecordError
 from gradelab.record import Score, decode_score
 
 __all__ = [
@@ -34,7 +35,9 @@ __all__ = [
     "compute_averages",
     "make_consumer",
     "read_scores",
+    "require_topic",
     "stream_averages",
+    "topic_exists",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,11 +45,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class StreamSummary:
-    """The result of consuming a stream: averages and record counters."""
+    """The result of consuming a stream: averages and record counters.
+
+    Attributes
+    ----------
+    averages : Averages
+        The averages computed.
+    received : int
+        The records the averages cover, valid or not.
+    invalid : collections.Counter
+        Invalid records among them, by reason code.
+    read_in_run : int or None
+        Records read by this run, when ``received`` also counts records read
+        before a restart (checkpointed averages); None otherwise.
+    """
 
     averages: Averages
     received: int
     invalid: Counter[str]
+    read_in_run: int | None = None
 
 
 InvalidRecordHandler = Callable[[ConsumerRecord, InvalidRecordError], None]
@@ -90,12 +107,48 @@ def make_consumer(
         "max_poll_records": MAX_POLL_RECORDS,
         "fetch_max_bytes": 4 * 1024 * 1024,
         "max_partition_fetch_bytes": 1024 * 1024,
+        # Subscribing to a misspelled topic must not create it.
+        "allow_auto_create_topics": False,
         **settings.kafka_options(),
         **options,
     }
     consumer = connect(KafkaConsumer, settings, **config)
     consumer.subscribe(topics or [settings.topic], listener=listener)
     return consumer
+
+
+def _existing_topics(settings: Settings) -> set[str]:
+    consumer = connect(KafkaConsumer, settings, **settings.kafka_options())
+    try:
+        return set(consumer.topics())
+    finally:
+        consumer.close()
+
+
+def topic_exists(settings: Settings, topic: str | None = None) -> bool:
+    """Return whether ``topic`` (default ``settings.topic``) exists; create nothing."""
+    return (topic or settings.topic) in _existing_topics(settings)
+
+
+def require_topic(settings: Settings, topic: str | None = None) -> None:
+    """Check that ``topic`` (default ``settings.topic``) exists, creating nothing.
+
+    Raises
+    ------
+    GradelabError
+        If the topic does not exist; the message suggests close topic names.
+    """
+    topic = topic or settings.topic
+    existing = _existing_topics(settings)
+    if topic in existing:
+        return
+    close = difflib.get_close_matches(topic, sorted(existing), n=3)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    raise GradelabError(
+        f"Topic {topic!r} does not exist at {settings.bootstrap_servers}. Check "
+        f"the name{hint} or produce to it first, for example with "
+        f"`gradelab produce --simulate 100 --topic {topic}`."
+    )
 
 
 def log_invalid_record(record: ConsumerRecord, error: InvalidRecordError) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterPublisher",
     "ReplayReport",
+    "check_dlq_topic",
     "dlq_topic_for",
     "export_dead_letters",
     "read_dead_letters",
@@ -81,6 +82,32 @@ def dlq_topic_for(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
 
 
+def check_dlq_topic(source_topic: str, dlq_topic: str | None = None) -> str:
+    """Return the dead-letter topic of ``source_topic``, refusing the topic itself.
+
+    Parameters
+    ----------
+    source_topic : str
+        The topic whose invalid records are dead-lettered.
+    dlq_topic : str, optional
+        The dead-letter topic asked for; default ``<source_topic>.dlq``.
+
+    Raises
+    ------
+    ConfigError
+        If ``dlq_topic`` is ``source_topic``: each invalid record would be read
+        back and dead-lettered again, without end.
+    """
+    topic = dlq_topic or dlq_topic_for(source_topic)
+    if topic == source_topic:
+        raise ConfigError(
+            f"The dead-letter topic {topic!r} is the topic being read: every "
+            "invalid record would be read back and sent again without end. Pass "
+            f"another --dlq-topic, or leave it out to use {dlq_topic_for(topic)!r}."
+        )
+    return topic
+
+
 def _origin_id(topic: str, partition: int, offset: int) -> str:
     return f"{topic}/{partition}/{offset}"
 
@@ -98,12 +125,19 @@ class DeadLetterPublisher:
     settings : Settings
         Cluster connection; ``settings.topic`` names the default DLQ topic.
     topic : str, optional
-        The dead-letter topic; default ``<settings.topic>.dlq``. It is
-        created with one partition, which keeps dead letters in the order
-        they were found, when it does not exist.
+        The dead-letter topic; default ``<settings.topic>.dlq``. When the
+        first dead letter is sent and the topic does not exist, it is created
+        with one partition, which keeps dead letters in the order they were
+        found.
     producer : KafkaProducer, optional
         A producer to share; it must accept records of
         :data:`DLQ_MAX_MESSAGE_BYTES`. By default the publisher makes its own.
+
+    Raises
+    ------
+    ConfigError
+        If the dead-letter topic is ``settings.topic`` itself: every invalid
+        record would come back to the consumer and be dead-lettered again.
 
     Attributes
     ----------
@@ -118,15 +152,10 @@ class DeadLetterPublisher:
         producer: KafkaProducer | None = None,
     ) -> None:
         self.settings = settings
-        self.topic = topic or dlq_topic_for(settings.topic)
-        ensure_topic(
-            settings,
-            topic=self.topic,
-            partitions=1,
-            config={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
-        )
+        self.topic = check_dlq_topic(settings.topic, topic)
         self._owns_producer = producer is None
-        self._producer = producer or make_dlq_producer(settings)
+        self._producer = producer
+        self._topic_ready = False
         self._futures: list[Any] = []
         self.counts: Counter[str] = Counter()
 
@@ -152,14 +181,13 @@ class DeadLetterPublisher:
         ]
         if record.timestamp is not None and record.timestamp >= 0:
             headers.append(("timestamp", str(record.timestamp).encode()))
+        producer = self._ready_producer()
         key = record.key
         if key is None and record.value is None:
             # kafka-python cannot send a record with neither key nor value
             # (Java clients can), so such a record gets an empty key.
             key = b""
-        future = self._producer.send(
-            self.topic, key=key, value=record.value, headers=headers
-        )
+        future = producer.send(self.topic, key=key, value=record.value, headers=headers)
         self._futures.append(future)
         self.counts[error.reason] += 1
         count = self.counts[error.reason]
@@ -176,6 +204,20 @@ class DeadLetterPublisher:
             count,
             error,
         )
+
+    def _ready_producer(self) -> KafkaProducer:
+        """Create the dead-letter topic and the producer on first use."""
+        if not self._topic_ready:
+            ensure_topic(
+                self.settings,
+                topic=self.topic,
+                partitions=1,
+                config={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
+            )
+            self._topic_ready = True
+        if self._producer is None:
+            self._producer = make_dlq_producer(self.settings)
+        return self._producer
 
     def flush(self) -> None:
         """Wait until every dead letter sent so far is acknowledged.
@@ -206,8 +248,9 @@ class DeadLetterPublisher:
         try:
             self.flush()
         finally:
-            if self._owns_producer:
+            if self._owns_producer and self._producer is not None:
                 self._producer.close()
+                self._producer = None
 
 
 def make_dlq_producer(settings: Settings) -> KafkaProducer:
@@ -353,9 +396,21 @@ def export_dead_letters(letters: Iterable[DeadLetter], path: str | os.PathLike) 
     -------
     int
         The number of lines written.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` cannot be written (a folder, or in a missing folder).
     """
+    try:
+        output = open(path, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write the dead letters to {str(path)!r}: {exc.strerror}. "
+            "Pass the path of a file in an existing folder you can write to."
+        ) from exc
     written = 0
-    with open(path, "w", encoding="utf-8") as output:
+    with output:
         for letter in letters:
             line: dict[str, Any] = {
                 "topic": letter.topic,
@@ -392,19 +447,27 @@ class ReplayReport:
         One message per line whose value is still invalid; not sent.
     already_replayed : int
         Lines skipped because their record was replayed before.
+    rejected : list of str
+        One message per line that is not a dead letter of the replayed topic
+        (another topic, or no such record in the dead-letter topic); not sent.
     """
 
     sent: int = 0
     invalid: list[str] = dataclasses.field(default_factory=list)
     already_replayed: int = 0
+    rejected: list[str] = dataclasses.field(default_factory=list)
 
 
 def replay_dead_letters(
     settings: Settings, path: str | os.PathLike, dlq_topic: str | None = None
 ) -> ReplayReport:
-    """Send the corrected records of an exported file back to their topics.
+    """Send the corrected records of an exported file back to ``settings.topic``.
 
-    Every line's ``value`` is validated with
+    Only lines that name a dead letter of ``settings.topic`` present in the
+    dead-letter topic (same topic, partition and offset) are replayed; the
+    others are reported in :attr:`ReplayReport.rejected`, so an edited origin
+    cannot send records to another topic. Every line's ``value`` is validated
+    with
     :func:`~gradelab.record.decode_score`. A valid value is sent, as written,
     to the line's original topic with the corrected subject as key and a
     ``replay-of`` header naming the origin. Then a ``replayed`` marker is
@@ -414,22 +477,37 @@ def replay_dead_letters(
     Raises
     ------
     ConfigError
-        If the file cannot be read or a line is not an exported dead letter.
+        If the file cannot be read, a line is not an exported dead letter, or
+        ``dlq_topic`` is ``settings.topic``.
     GradelabError
         If the broker does not acknowledge a replayed record.
     """
-    dlq_topic = dlq_topic or dlq_topic_for(settings.topic)
+    dlq_topic = check_dlq_topic(settings.topic, dlq_topic)
     lines = _read_export(path)
-    replayed = {
-        letter.origin
+    letters = {
+        letter.origin: letter
         for letter in read_dead_letters(settings, dlq_topic)
-        if letter.replayed
+        if letter.topic == settings.topic
     }
     report = ReplayReport()
     to_send: list[tuple[str, str, bytes, bytes]] = []
     for number, line in lines:
         origin = _origin_id(line["topic"], line["partition"], line["offset"])
-        if origin in replayed:
+        if line["topic"] != settings.topic:
+            report.rejected.append(
+                f"line {number} ({origin}): it comes from topic "
+                f"{line['topic']!r}, not {settings.topic!r}; replay it with "
+                f"--topic {line['topic']}"
+            )
+            continue
+        if origin not in letters:
+            report.rejected.append(
+                f"line {number} ({origin}): {dlq_topic} has no dead letter from "
+                "this partition and offset; export the file again with "
+                "`gradelab dlq --export FILE`"
+            )
+            continue
+        if letters[origin].replayed:
             report.already_replayed += 1
             continue
         value = _line_value(path, number, line)
@@ -487,6 +565,12 @@ def _read_export(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
         raise ConfigError(
             f"Cannot read the replay file {str(path)!r}: {exc.strerror}. Write one "
             "with `gradelab dlq --export FILE` and edit its values."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"The replay file {str(path)!r} is not UTF-8 text (byte "
+            f"{exc.object[exc.start]:#04x} at position {exc.start}). Save it as "
+            "UTF-8; write a binary value as value_base64."
         ) from exc
     lines = []
     for number, raw in enumerate(text.splitlines(), start=1):

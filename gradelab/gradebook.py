@@ -15,6 +15,7 @@ the score is at fault), and the rows after it are still read.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import re
@@ -112,6 +113,13 @@ def read_gradebook(
         raise GradebookError("The subject name is empty; pass a name such as Math.")
     if len(sep) != 1:
         raise GradebookError(f"Invalid separator {sep!r}: expected one character.")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise GradebookError(
+            f"Unknown encoding {encoding!r}: pass a Python codec name such as "
+            "utf-8, utf-8-sig or latin-1."
+        ) from None
     # Check the file and its header now, not at the first next(), so a
     # caller learns of a missing file or column before it connects to Kafka.
     with _open_gradebook(path, encoding) as handle:
@@ -148,7 +156,7 @@ def _read_failure(path: Path, line: int, exc: Exception, encoding: str) -> str:
         return (
             f"Cannot read {str(path)!r}: the file is not valid {name} ({exc}). "
             "Save it as UTF-8, or pass the encoding it uses (for example "
-            "encoding='latin-1')."
+            "encoding='latin-1', or --encoding latin-1 with gradelab produce)."
         )
     return f"Cannot read {str(path)!r} at line {line}: {exc}."
 
@@ -204,9 +212,15 @@ def _map_columns(
             raise GradebookError("The list of score columns is empty.")
         missing += [col for col in score_cols if col not in names]
     if missing:
-        hint = ""
         if len(names) == 1 and sep not in ";\t":
             hint = " The header has a single column: is the separator ';' (--sep ';')?"
+        else:
+            hint = (
+                " Name the columns it uses with subject_col, class_col and "
+                "score_cols, or give one subject for every row with subject "
+                "(gradelab produce: --subject-col, --class-col, --score-cols, "
+                "--subject)."
+            )
         raise GradebookError(
             f"The gradebook {str(path)!r} has no column "
             f"{', '.join(repr(m) for m in missing)}. Its columns are: "

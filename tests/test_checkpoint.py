@@ -8,7 +8,9 @@ are computed with pandas from every record the producer had acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import random
 import signal
@@ -24,10 +26,16 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from gradelab.averages import Averages, RunningStats, average_scores
-from gradelab.checkpoint import PartitionState, state_topic_for
+from gradelab.checkpoint import (
+    CheckpointedAverages,
+    PartitionState,
+    state_topic_for,
+    stream_checkpointed_averages,
+)
 from gradelab.config import Settings
+from gradelab.consumer import StreamSummary
 from gradelab.dlq import read_dead_letters
-from gradelab.producer import make_producer
+from gradelab.producer import make_producer, produce_scores
 from gradelab.record import Score
 from gradelab.simulate import simulate_scores
 
@@ -275,7 +283,7 @@ def test_checkpoint_survives_repeated_sigkill(kafka, topic_factory, tmp_path):
 
     output, log = _run_final(settings, group, tmp_path)
     _assert_rows_equal(json.loads(output), _expected_rows(stream.scores))
-    assert f"{stream.total} record(s) read, {stream.invalid} invalid" in log
+    assert f"averages cover {stream.total} record(s), {stream.invalid} invalid" in log
 
     letters = read_dead_letters(settings)
     assert len(letters) == stream.invalid
@@ -327,7 +335,7 @@ def test_checkpoint_member_death_moves_state(kafka, topic_factory, tmp_path):
 
     output, log = _run_final(settings, group, tmp_path)
     _assert_rows_equal(json.loads(output), _expected_rows(stream.scores))
-    assert f"{stream.total} record(s) read, {stream.invalid} invalid" in log
+    assert f"averages cover {stream.total} record(s), {stream.invalid} invalid" in log
 
 
 def test_checkpoint_snapshot_round_trips():
@@ -351,3 +359,56 @@ def test_checkpoint_state_topic_name_checked():
     )
     with pytest.raises(ValueError, match="group id"):
         state_topic_for("my group!", "student-scores")
+
+
+def test_checkpoint_waiting_for_assignment_is_reported(settings, topic_factory, caplog):
+    caplog.set_level(logging.WARNING, logger="gradelab.checkpoint")
+    settings = dataclasses.replace(settings, topic=topic_factory(partitions=1))
+    group = f"{settings.topic}-group"
+    holder = CheckpointedAverages(settings, group, from_beginning=True)
+    deadline = time.monotonic() + 60
+    while not holder._scores.consumer.assignment() and time.monotonic() < deadline:
+        holder.poll_once()
+    result: dict = {}
+
+    def join() -> None:
+        with CheckpointedAverages(settings, group, from_beginning=True) as member:
+            result["summary"] = member.run(idle_timeout=1)
+
+    joiner = threading.Thread(target=join)
+    joiner.start()
+    try:
+        # The holder stops polling, so the joiner waits until it leaves.
+        while "Waiting for the consumer group" not in caplog.text:
+            assert joiner.is_alive() and time.monotonic() < deadline, caplog.text
+            time.sleep(0.2)
+    finally:
+        holder.close()
+        joiner.join(timeout=60)
+
+    assert group in caplog.text
+    assert "summary" in result
+
+
+def test_checkpoint_summary_separates_this_run(kafka, topic_factory, caplog):
+    caplog.set_level(logging.WARNING, logger="gradelab.checkpoint")
+    settings = Settings(bootstrap_servers=kafka, topic=topic_factory(partitions=2))
+    group = f"{settings.topic}-group"
+    scores = list(simulate_scores(30, seed=3))
+
+    def run() -> StreamSummary:
+        return stream_checkpointed_averages(
+            settings, group, idle_timeout=1, from_beginning=True
+        )
+
+    produce_scores(settings, scores[:20])
+    first = run()
+    told_first = "--from-beginning" in caplog.text
+    produce_scores(settings, scores[20:])
+    second = run()
+
+    assert (first.received, first.read_in_run) == (20, 20)
+    assert (second.received, second.read_in_run) == (30, 10)
+    assert not told_first
+    assert "--from-beginning" in caplog.text
+    assert f"--group {group}-2" in caplog.text

@@ -17,8 +17,9 @@ import pytest
 
 from gradelab.averages import average_scores
 from gradelab.config import Settings
-from gradelab.consumer import read_scores
+from gradelab.consumer import read_scores, topic_exists
 from gradelab.gradebook import read_gradebook
+from gradelab.producer import ensure_topic
 from gradelab.record import Score
 from gradelab.simulate import simulate_scores
 
@@ -238,8 +239,10 @@ def test_averages_json_and_table(kafka: str, topic: str) -> None:
 
 
 @pytest.mark.kafka
-def test_averages_empty_topic_table(kafka: str, topic: str) -> None:
-    result = averages(kafka, topic)
+def test_averages_empty_topic_table(kafka: str, settings: Settings) -> None:
+    ensure_topic(settings)
+
+    result = averages(kafka, settings.topic)
 
     assert_ok(result)
     assert "(no scores yet)" in result.stdout
@@ -373,6 +376,37 @@ ERROR_CASES: dict[str, tuple[list[str], dict[str, str], str]] = {
         ["averages", "--idle-timeout", "1", "--bootstrap-server", DEAD],
         SHORT_TIMEOUT,
         "gradelab broker start",
+    ),
+    "dlq-topic-is-source": (
+        ["averages", "--topic", "loop1", "--dlq-topic", "loop1"]
+        + ["--bootstrap-server", DEAD],
+        {},
+        "'loop1' is the topic being read",
+    ),
+    "dlq-listing-topic-is-source": (
+        ["dlq", "--topic", "loop1", "--dlq-topic", "loop1", "--bootstrap-server", DEAD],
+        {},
+        "'loop1' is the topic being read",
+    ),
+    "group-empty": (
+        ["averages", "--group", "", "--bootstrap-server", DEAD],
+        {},
+        "--group ''",
+    ),
+    "consume-group-blank": (
+        ["consume", "--group", " ", "--bootstrap-server", DEAD],
+        {},
+        "--group ' '",
+    ),
+    "no-dlq-with-dlq-topic": (
+        ["averages", "--no-dlq", "--dlq-topic", "bad", "--bootstrap-server", DEAD],
+        {},
+        "--no-dlq and --dlq-topic bad",
+    ),
+    "follow-with-idle-timeout": (
+        ["averages", "--follow", "--idle-timeout", "3", "--bootstrap-server", DEAD],
+        {},
+        "--follow and --idle-timeout 3",
     ),
     "address-no-port": (
         ["averages", "--bootstrap-server", "localhost"],
@@ -510,3 +544,127 @@ def test_produce_simulate_stops_on_interrupt(settings: Settings, kafka: str) -> 
     assert "Interrupted" in stderr
     assert stdout == ""
     assert len(read_scores(settings, timeout=1)) > 0
+
+
+def on_broker(kafka: str, topic: str) -> bool:
+    """Whether ``topic`` exists, checked without creating it."""
+    return topic_exists(Settings(bootstrap_servers=kafka), topic)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("command", ["averages", "consume"])
+def test_reading_missing_topic_fails_and_creates_nothing(
+    kafka: str, topic: str, command: str
+) -> None:
+    result = gradelab(
+        command, "--bootstrap-server", kafka, "--topic", topic,
+        "--from-beginning", "--idle-timeout", "1",
+    )  # fmt: skip
+
+    line = assert_one_error(result)
+    assert f"Topic {topic!r} does not exist at {kafka}" in line
+    assert not on_broker(kafka, topic)
+    assert not on_broker(kafka, f"{topic}.dlq")
+
+
+@pytest.mark.kafka
+def test_averages_follow_waits_for_missing_topic(kafka: str, topic: str) -> None:
+    command = [str(GRADELAB), "averages", "--follow", "--format", "csv"]
+    command += ["--bootstrap-server", kafka, "--topic", topic, "--from-beginning"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        warning = process.stderr.readline()
+        assert process.poll() is None, warning
+        created = on_broker(kafka, topic)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+
+    assert f"topic {topic!r} does not exist" in warning
+    assert "waiting" in warning
+    assert not created
+
+
+@pytest.mark.kafka
+def test_averages_no_dlq_topic_without_dead_letters(kafka: str, topic: str) -> None:
+    assert_ok(produce(kafka, topic, "--simulate", "20"))
+
+    assert_ok(averages(kafka, topic))
+
+    assert not on_broker(kafka, f"{topic}.dlq")
+
+
+@pytest.mark.kafka
+def test_averages_closed_stdout_exits_quietly(kafka: str, topic: str) -> None:
+    assert_ok(produce(kafka, topic, "--simulate", "200"))
+    reader, writer = os.pipe()
+    os.close(reader)  # like `| head` once it has read enough
+    try:
+        result = subprocess.run(
+            [str(GRADELAB), "averages", "--by", "class,subject", "--format", "csv"]
+            + ["--bootstrap-server", kafka, "--topic", topic, "--from-beginning"]
+            + ["--idle-timeout", "1"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+
+    assert result.returncode == 1
+    assert result.stderr == ""
+
+
+@pytest.mark.kafka
+def test_produce_simulate_named_subjects_and_classes(kafka: str, topic: str) -> None:
+    classes, subjects = ["6A", "6B"], ["Math", "History"]
+
+    produced = produce(
+        kafka, topic, "--simulate", "40", "--classes", ",".join(classes),
+        "--subjects", ",".join(subjects),
+    )  # fmt: skip
+    result = averages(kafka, topic, "--by", "class,subject", "--format", "csv")
+
+    assert_ok(produced)
+    assert_ok(result)
+    expected = list(simulate_scores(40, classes=classes, subjects=subjects))
+    assert csv_rows(result.stdout) == expected_csv(expected, "class,subject")
+
+
+@pytest.mark.kafka
+def test_produce_csv_encoding_option(kafka: str, topic: str, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("class,subject,score\nA,Français,12\n".encode("latin-1"))
+
+    refused = produce(kafka, topic, "--csv", str(path))
+    produced = produce(kafka, topic, "--csv", str(path), "--encoding", "latin-1")
+    result = averages(kafka, topic, "--format", "json")
+
+    assert "--encoding latin-1" in assert_one_error(refused)
+    assert_ok(produced)
+    assert [row["subject"] for row in json.loads(result.stdout)] == ["Français"]
+
+
+@pytest.mark.kafka
+def test_averages_group_resume_reports_this_run(kafka: str, topic: str) -> None:
+    group = f"{topic}-group"
+    assert_ok(produce(kafka, topic, "--simulate", "20"))
+    first = averages(kafka, topic, "--group", group)
+    assert_ok(produce(kafka, topic, "--simulate", "10"))
+
+    second = averages(kafka, topic, "--group", group)
+
+    assert_ok(first)
+    assert_ok(second)
+    assert "20 record(s) read in this run; averages cover 20 record(s)" in (
+        first.stderr
+    )
+    assert "--from-beginning" not in first.stderr
+    assert "10 record(s) read in this run; averages cover 30 record(s)" in (
+        second.stderr
+    )
+    assert f"--group {group}-2" in second.stderr

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from gradelab.averages import average_scores
 from gradelab.config import Settings
-from gradelab.consumer import stream_averages
+from gradelab.consumer import stream_averages, topic_exists
 from gradelab.dlq import (
     DeadLetter,
     DeadLetterPublisher,
@@ -345,3 +345,81 @@ def test_dlq_warnings_limited_per_reason(settings, caplog):
     assert "offset 9" in warnings[-1].getMessage()
     assert "10 so far" in warnings[-1].getMessage()
     assert len(read_dead_letters(settings)) == 25
+
+
+def test_dlq_publisher_rejects_source_topic():
+    settings = Settings(bootstrap_servers="127.0.0.1:1", topic="loop1")
+
+    with pytest.raises(ConfigError, match="'loop1' is the topic being read"):
+        DeadLetterPublisher(settings, "loop1")
+
+
+def test_dlq_publisher_creates_topic_with_first_dead_letter(settings):
+    record = SimpleNamespace(
+        topic=settings.topic, partition=0, offset=0, timestamp=None, key=None,
+        value=b"",
+    )  # fmt: skip
+    error = InvalidRecordError("The record value is empty.", "empty")
+
+    with DeadLetterPublisher(settings):
+        pass
+    created_before = topic_exists(settings, dlq_topic_for(settings.topic))
+    with DeadLetterPublisher(settings) as publisher:
+        publisher(record, error)
+
+    assert not created_before
+    assert topic_exists(settings, dlq_topic_for(settings.topic))
+
+
+@pytest.mark.parametrize("where", ["folder", "missing-folder"])
+def test_dlq_export_unwritable_path_raises(tmp_path, where):
+    path = tmp_path if where == "folder" else tmp_path / "absent" / "out.jsonl"
+
+    with pytest.raises(ConfigError, match="Cannot write the dead letters"):
+        export_dead_letters([], path)
+
+
+def test_dlq_replay_rejects_non_utf8_file(tmp_path):
+    settings = Settings(bootstrap_servers="127.0.0.1:1", topic="raw2")
+    path = tmp_path / "edited.jsonl"
+    path.write_bytes(
+        b'{"topic": "raw2", "partition": 0, "offset": 0, "value": "\xff"}\n'
+    )
+
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        replay_dead_letters(settings, path)
+
+
+def test_dlq_replay_sends_only_real_dead_letters(kafka, topic_factory, tmp_path):
+    topic = topic_factory(partitions=1)
+    other = f"{topic}-other"
+    settings = Settings(bootstrap_servers=kafka, topic=topic)
+    producer = _raw_producer(kafka)
+    producer.send(topic, key=b"Math", value=b'{"class": "A", "subject": "Math"}')
+    producer.flush()
+    producer.close()
+    with DeadLetterPublisher(settings) as publisher:
+        stream_averages(
+            settings, idle_timeout=2, from_beginning=True, on_invalid=publisher
+        )
+    fixed = '{"class": "A", "subject": "Math", "score": 12}'
+    lines = [
+        {"topic": topic, "partition": 0, "offset": 0, "value": fixed},
+        {"topic": other, "partition": 0, "offset": 0, "value": fixed},
+        {"topic": topic, "partition": 0, "offset": 99999, "value": fixed},
+    ]
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    report = replay_dead_letters(settings, path)
+
+    assert report.sent == 1
+    assert [problem.split(" ", 2)[1] for problem in report.rejected] == ["2", "3"]
+    assert repr(other) in report.rejected[0]
+    assert "no dead letter" in report.rejected[1]
+    assert not topic_exists(settings, other)
+    consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    assert consumer.end_offsets([partition])[partition] == 2
+    consumer.close()

@@ -370,3 +370,31 @@ def test_parse_score_text_invalid(text: str, reason: str) -> None:
         parse_score_text(text)
 
     assert caught.value.reason == reason
+
+
+def test_headerless_gradebook_suggests_column_options(tmp_path: Path) -> None:
+    path = write(tmp_path, "A,Math,12\nB,Math,13\n")
+
+    with pytest.raises(GradebookError) as caught:
+        read_gradebook(path)
+
+    message = str(caught.value)
+    assert "Its columns are: A, Math, 12" in message
+    for option in ("class_col", "subject_col", "score_cols"):
+        assert option in message
+    for option in ("--class-col", "--subject-col", "--score-cols"):
+        assert option in message
+
+
+def test_unknown_encoding_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "class,subject,score\nA,Math,12\n")
+
+    with pytest.raises(GradebookError, match="'bogus'"):
+        read_gradebook(path, encoding="bogus")
+
+
+def test_encoding_error_names_cli_option(tmp_path: Path) -> None:
+    path = write(tmp_path, "class,subject,score\nA,Français,12\n", "latin-1")
+
+    with pytest.raises(GradebookError, match="--encoding latin-1"):
+        list(read_gradebook(path))
