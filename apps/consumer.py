@@ -14,7 +14,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gradelab.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC, Settings
+from gradelab.cli import add_connection_arguments
+from gradelab.config import Settings
 from gradelab.consumer import ScoreConsumer
 from gradelab.errors import GradelabError
 
@@ -24,16 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="consumer.py", description="Print each score record from Kafka."
     )
-    parser.add_argument(
-        "--bootstrap-server",
-        dest="bootstrap_servers",
-        metavar="HOST:PORT",
-        help="Kafka bootstrap servers, comma-separated (default: "
-        f"$GRADELAB_BOOTSTRAP_SERVERS or {DEFAULT_BOOTSTRAP_SERVERS})",
-    )
-    parser.add_argument(
-        "--topic", help=f"topic to read (default: $GRADELAB_TOPIC or {DEFAULT_TOPIC})"
-    )
+    add_connection_arguments(parser, verb="read")
     parser.add_argument("--group", help="consumer group id (default: no group)")
     parser.add_argument(
         "--from-beginning",

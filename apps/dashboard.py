@@ -35,7 +35,8 @@ from typing import Any
 from matplotlib.backends.backend_tkagg import FigureCanvasTkAgg
 from matplotlib.figure import Figure
 
-from gradelab.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC, Settings
+from gradelab.cli import add_connection_arguments
+from gradelab.config import Settings
 from gradelab.errors import ConfigError, GradelabError
 from gradelab.live import (
     DEFAULT_SIMULATOR_RATE,
@@ -759,16 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dashboard.py",
         description="Show live averages of the scores in a Kafka topic.",
     )
-    parser.add_argument(
-        "--bootstrap-server",
-        dest="bootstrap_servers",
-        metavar="HOST:PORT",
-        help="Kafka bootstrap servers, comma-separated (default: "
-        f"$GRADELAB_BOOTSTRAP_SERVERS or {DEFAULT_BOOTSTRAP_SERVERS})",
-    )
-    parser.add_argument(
-        "--topic", help=f"topic to read (default: $GRADELAB_TOPIC or {DEFAULT_TOPIC})"
-    )
+    add_connection_arguments(parser, verb="read")
     parser.add_argument(
         "--group",
         help="consumer group id. The averages are saved with the offsets they "

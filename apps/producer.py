@@ -16,7 +16,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from gradelab.config import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC, Settings
+from gradelab.cli import add_connection_arguments
+from gradelab.config import Settings
 from gradelab.errors import GradelabError
 from gradelab.producer import ScoreProducer
 from gradelab.simulate import simulate_scores
@@ -28,16 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="producer.py",
         description="Send one simulated score to Kafka every few seconds.",
     )
-    parser.add_argument(
-        "--bootstrap-server",
-        dest="bootstrap_servers",
-        metavar="HOST:PORT",
-        help="Kafka bootstrap servers, comma-separated (default: "
-        f"$GRADELAB_BOOTSTRAP_SERVERS or {DEFAULT_BOOTSTRAP_SERVERS})",
-    )
-    parser.add_argument(
-        "--topic", help=f"topic to write (default: $GRADELAB_TOPIC or {DEFAULT_TOPIC})"
-    )
+    add_connection_arguments(parser, verb="write")
     parser.add_argument(
         "--interval",
         type=float,

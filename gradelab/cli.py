@@ -41,7 +41,7 @@ from gradelab.producer import produce_scores
 from gradelab.record import format_timestamp
 from gradelab.simulate import simulate_scores
 
-__all__ = ["build_parser", "format_averages", "main"]
+__all__ = ["add_connection_arguments", "build_parser", "format_averages", "main"]
 
 logger = logging.getLogger("gradelab")
 
@@ -52,21 +52,32 @@ FOREVER = object()
 TOPIC_WAIT_SECONDS = 2.0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with all subcommands."""
-    connection = argparse.ArgumentParser(add_help=False)
-    group = connection.add_argument_group("connection")
-    group.add_argument(
+def add_connection_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, verb: str = "use"
+) -> None:
+    """Add ``--bootstrap-server`` and ``--topic``, shared by every command and app.
+
+    Both default to None, so :meth:`Settings.load` falls back to the
+    environment and then to the built-in defaults.
+    """
+    parser.add_argument(
         "--bootstrap-server",
         dest="bootstrap_servers",
         metavar="HOST:PORT",
         help="Kafka bootstrap servers, comma-separated (default: "
         f"$GRADELAB_BOOTSTRAP_SERVERS or {DEFAULT_BOOTSTRAP_SERVERS})",
     )
-    group.add_argument(
+    parser.add_argument(
         "--topic",
-        help=f"topic to use (default: $GRADELAB_TOPIC or {DEFAULT_TOPIC})",
+        help=f"topic to {verb} (default: $GRADELAB_TOPIC or {DEFAULT_TOPIC})",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with all subcommands."""
+    connection = argparse.ArgumentParser(add_help=False)
+    group = connection.add_argument_group("connection")
+    add_connection_arguments(group)
     group.add_argument(
         "-v", "--verbose", action="store_true", help="log progress at INFO level"
     )
