@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from gradelab import broker
 from gradelab.checkpoint import CheckpointedAverages
 from gradelab.config import Settings
 from gradelab.consumer import compute_averages, read_scores
 from gradelab.dlq import DeadLetterPublisher, read_dead_letters
-from gradelab.errors import BrokerUnavailableError
+from gradelab.errors import BrokerUnavailableError, InvalidRecordError
 from gradelab.producer import ensure_topic, make_producer, produce_scores
 from gradelab.record import Score
 
@@ -177,13 +178,21 @@ def _no_broker_settings() -> Settings:
     )
 
 
+def _publish_one_dead_letter(settings: Settings) -> None:
+    # The publisher connects when it sends its first dead letter.
+    record = ConsumerRecord(
+        "student-scores", 0, -1, 7, 0, 0, b"Math", b"not json", [], None, 4, 8, -1
+    )
+    DeadLetterPublisher(settings)(record, InvalidRecordError("Not JSON.", "not-json"))
+
+
 LIBRARY_CALLS = {
     "produce_scores": lambda s: produce_scores(s, _unique_scores(3)),
     "read_scores": lambda s: read_scores(s, timeout=1),
     "compute_averages": lambda s: compute_averages(s, timeout=1),
     "make_producer": make_producer,
     "checkpointed_averages": lambda s: CheckpointedAverages(s, "dashboard"),
-    "dead_letter_publisher": DeadLetterPublisher,
+    "dead_letter_publisher": _publish_one_dead_letter,
     "read_dead_letters": read_dead_letters,
 }
 
