@@ -27,6 +27,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from gradelab.averages import Averages, RunningStats, average_scores
 from gradelab.checkpoint import (
+    SESSION_TIMEOUT_MS,
     CheckpointedAverages,
     PartitionState,
     state_topic_for,
@@ -281,6 +282,9 @@ def test_checkpoint_survives_repeated_sigkill(kafka, topic_factory, tmp_path):
     assert killed_while_printing >= 1, f"seed {seed}: no kill hit a running member"
     assert stream.total >= 50_000
 
+    # Killed members stay in the group until their sessions time out, and a
+    # final run that joined before then would own only some partitions.
+    time.sleep(SESSION_TIMEOUT_MS / 1000 + 2)
     output, log = _run_final(settings, group, tmp_path)
     _assert_rows_equal(json.loads(output), _expected_rows(stream.scores))
     assert f"averages cover {stream.total} record(s), {stream.invalid} invalid" in log
