@@ -114,6 +114,12 @@ def make_consumer(
     }
     consumer = connect(KafkaConsumer, settings, **config)
     consumer.subscribe(topics or [settings.topic], listener=listener)
+    if group_id is not None:
+        # NOTE: with kafka-python 3.0.12, a group leader that joins before it
+        # has the topic's metadata assigns nothing and rejoins, and that
+        # second join was seen to stall; fetching the metadata first avoids it.
+        for topic in topics or [settings.topic]:
+            consumer.partitions_for_topic(topic)
     return consumer
 
 
