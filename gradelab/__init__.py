@@ -1,7 +1,7 @@
 """gradelab: stream student scores through Apache Kafka and average them live.
 
 The package backs the course notebooks, the console apps and the Tkinter
-dashboard. Each module holds one concept: :mod:`~gradelab.config`,
+dashboard. Each module contains one concept: :mod:`~gradelab.config`,
 :mod:`~gradelab.record`, :mod:`~gradelab.producer`, :mod:`~gradelab.consumer`,
 :mod:`~gradelab.averages`, :mod:`~gradelab.gradebook`,
 :mod:`~gradelab.simulate`, :mod:`~gradelab.broker` and :mod:`~gradelab.errors`.

@@ -80,7 +80,7 @@ STATE_TOPIC_CONFIG = {
 # hearing its heartbeats. kafka-python 3 defaults to 45 s; 10 s keeps a
 # restart quick and stays above the broker's 6 s minimum.
 SESSION_TIMEOUT_MS = 10_000
-# Seconds without an assignment after which run() says it is still waiting.
+# Seconds without an assignment after which run() logs that it is still waiting.
 ASSIGNMENT_NOTICE_SECONDS = 2.0
 HEARTBEAT_INTERVAL_MS = 3_000
 

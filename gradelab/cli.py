@@ -120,7 +120,7 @@ def _add_broker_parser(commands: argparse._SubParsersAction) -> None:
         "--timeout",
         type=float,
         default=90.0,
-        help="seconds to wait for the broker to answer (default 90)",
+        help="seconds to wait for the broker to respond (default 90)",
     )
     actions.add_parser("stop", help="stop the local broker and wait for it to exit")
     actions.add_parser("status", help="show whether the local broker is running")

@@ -64,7 +64,7 @@ class Settings:
     sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
     client_id: str = "gradelab"
-    # Seconds a client waits for a broker before it reports that none answers.
+    # Seconds a client waits for a broker before it reports that none responds.
     connect_timeout: float = 10.0
 
     def __post_init__(self) -> None:

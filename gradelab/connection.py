@@ -42,7 +42,7 @@ def connect(client_class: type[Client], settings: Settings, **config: Any) -> Cl
     Raises
     ------
     BrokerUnavailableError
-        If no broker answers in time.
+        If no broker responds in time.
     AuthenticationFailedError
         If the broker rejects the SASL user name or password.
     """

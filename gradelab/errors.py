@@ -47,7 +47,7 @@ class GradebookError(GradelabError, ValueError):
 
 
 class BrokerUnavailableError(GradelabError, ConnectionError):
-    """Raised when no Kafka broker answers at the configured bootstrap servers."""
+    """Raised when no Kafka broker responds at the configured bootstrap servers."""
 
     def __init__(self, bootstrap_servers: str, detail: str = "") -> None:
         message = (

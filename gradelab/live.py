@@ -213,16 +213,16 @@ class GroupRow:
 
 
 class ConnectionState(enum.Enum):
-    """Where a live feed stands with its broker."""
+    """The connection state of a live feed."""
 
     CONNECTING = "connecting"
     CONNECTED = "connected"
-    # No broker answered the last attempt; the feed retries after a delay.
+    # No broker responded to the last attempt, so the feed retries after a delay.
     UNAVAILABLE = "unavailable"
     # The feed was connected, then lost every connection; the client reconnects.
     DISCONNECTED = "disconnected"
     # The last attempt failed on another error (authentication, settings), or
-    # the worker stopped on an unexpected error; ``Snapshot.error`` says which.
+    # the worker stopped on an unexpected error; ``Snapshot.error`` names which.
     FAILED = "failed"
 
 
@@ -249,7 +249,7 @@ class Snapshot:
     state : ConnectionState
         The connection to the broker.
     error : str or None
-        Why the feed is not connected, as a sentence that says what to do.
+        Why the feed is not connected, as a sentence that states what to do.
     retry_in : float or None
         Seconds until the next connection attempt, when one is planned.
     sequence : int

@@ -51,7 +51,7 @@ def make_producer(settings: Settings, **options: Any) -> KafkaProducer:
     Raises
     ------
     BrokerUnavailableError
-        If no broker answers within ``settings.connect_timeout`` seconds.
+        If no broker responds within ``settings.connect_timeout`` seconds.
     """
     config: dict[str, Any] = {
         "acks": "all",
@@ -128,7 +128,7 @@ def _wait_for_leaders(admin: KafkaAdminClient, topic: str, timeout: float) -> No
 
 @dataclass
 class ProduceReport:
-    """What a produce run did: records acknowledged, skipped and failed."""
+    """Counts of a produce run: records acknowledged, skipped and failed."""
 
     sent: int = 0
     skipped: int = 0
@@ -211,7 +211,7 @@ class ScoreProducer:
         Raises
         ------
         GradelabError
-            If any record failed; the report says how many.
+            If any record failed; the report counts them.
         """
         try:
             self._producer.flush(timeout=timeout)
